@@ -1,0 +1,57 @@
+"""`reservation-actor`: run the actor on a station from a config file or the default one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+import zmq
+
+from .config import ConfigError, load_config
+from .server import Actor
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="reservation-actor",
+        description="Decide EV charging reservations (EVerest semantics) over ZeroMQ.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML station config; without it the embedded default station "
+                             "(two EVSEs, each cCCS2 + cType2) is served")
+    parser.add_argument("--command-endpoint", metavar="ENDPOINT",
+                        help="ROUTER endpoint for commands (overrides the config file)")
+    parser.add_argument("--update-endpoint", metavar="ENDPOINT",
+                        help="PUB endpoint for updates (overrides the config file)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"reservation-actor: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command_endpoint:
+        config = replace(config, command_endpoint=args.command_endpoint)
+    if args.update_endpoint:
+        config = replace(config, update_endpoint=args.update_endpoint)
+    actor = Actor(config)
+    try:
+        actor.bind()
+    except zmq.ZMQError as exc:
+        print(f"reservation-actor: cannot bind {config.command_endpoint} / "
+              f"{config.update_endpoint}: {exc}", file=sys.stderr)
+        actor.close()
+        return 1
+    try:
+        actor.serve()
+    finally:
+        actor.close()
+    return 0

@@ -1,0 +1,157 @@
+"""Configuration: a TOML file, or the embedded default station.
+
+Every mistake in a config file is reported as one ConfigError naming the key
+and what is wrong with it, because the operator's only feedback is that line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.messages import CONNECTOR_TYPES, UNKNOWN_CONNECTOR
+from protocol.wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EvseConfig:
+    id: int
+    connectors: tuple[tuple[int, str], ...]   # (connector id, ConnectorTypeEnum name)
+
+
+# Two EVSEs, each with a CCS2 and a Type 2 connector: the most common AC/DC
+# pair in Europe, enough to exercise both specific and non-EVSE-specific rules.
+DEFAULT_STATION = (
+    EvseConfig(1, ((1, "cCCS2"), (2, "cType2"))),
+    EvseConfig(2, ((1, "cCCS2"), (2, "cType2"))),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    evses: tuple[EvseConfig, ...] = DEFAULT_STATION
+    reservations_enabled: bool = True
+    non_evse_specific: bool = True
+    command_endpoint: str = DEFAULT_COMMAND_ENDPOINT
+    update_endpoint: str = DEFAULT_UPDATE_ENDPOINT
+    tick: float = 0.01
+
+
+_SECTIONS = {
+    "reservations": {"enabled", "non_evse_specific"},
+    "endpoints": {"command", "update"},
+    "timer": {"tick_ms"},
+}
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    for key, value in data.items():
+        if key == "evse":
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown section [{key}]; expected "
+                              f"{', '.join(['[[evse]]', *(f'[{s}]' for s in _SECTIONS)])}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table")
+        for name in value:
+            if name not in _SECTIONS[key]:
+                raise ConfigError(f"unknown key {key}.{name}; expected one of "
+                                  f"{', '.join(sorted(_SECTIONS[key]))}")
+    reservations = data.get("reservations", {})
+    endpoints = data.get("endpoints", {})
+    timer = data.get("timer", {})
+    tick_ms = _typed(timer.get("tick_ms", 10), (int, float), "timer.tick_ms")
+    if not 1 <= tick_ms <= 1000:
+        raise ConfigError(f"timer.tick_ms must be between 1 and 1000, got {tick_ms}")
+    return Config(
+        evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
+        reservations_enabled=_typed(reservations.get("enabled", True), bool, "reservations.enabled"),
+        non_evse_specific=_typed(reservations.get("non_evse_specific", True), bool,
+                                 "reservations.non_evse_specific"),
+        command_endpoint=_typed(endpoints.get("command", DEFAULT_COMMAND_ENDPOINT), str,
+                                "endpoints.command"),
+        update_endpoint=_typed(endpoints.get("update", DEFAULT_UPDATE_ENDPOINT), str,
+                               "endpoints.update"),
+        tick=tick_ms / 1000,
+    )
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], name: str) -> Any:
+    # TOML booleans are Python bools, which are also ints: check exactly.
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def _evses(items: Any) -> tuple[EvseConfig, ...]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError("[[evse]] must be an array of tables with at least one EVSE")
+    evses: list[EvseConfig] = []
+    seen: set[int] = set()
+    for n, item in enumerate(items, 1):
+        where = f"evse #{n}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - {"id", "connectors"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}; expected id, connectors")
+        if "id" not in item:
+            raise ConfigError(f"{where}: missing id")
+        evse_id = _id(item["id"], f"{where}: id")
+        if evse_id in seen:
+            raise ConfigError(f"{where}: id {evse_id} is used by another EVSE")
+        seen.add(evse_id)
+        evses.append(EvseConfig(evse_id, _connectors(item.get("connectors"), f"evse {evse_id}")))
+    return tuple(evses)
+
+
+def _connectors(items: Any, where: str) -> tuple[tuple[int, str], ...]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where}: connectors must be a non-empty array of "
+                          "{ id = N, type = \"...\" }")
+    out: list[tuple[int, str]] = []
+    for item in items:
+        if not isinstance(item, dict) or "id" not in item:
+            raise ConfigError(f"{where}: each connector needs an id, got {item!r}")
+        unknown = set(item) - {"id", "type"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown connector key {sorted(unknown)[0]}; expected id, type")
+        connector_id = _id(item["id"], f"{where}: connector id")
+        if any(connector_id == c for c, _ in out):
+            raise ConfigError(f"{where}: connector id {connector_id} appears twice")
+        kind = item.get("type", UNKNOWN_CONNECTOR)
+        if kind not in CONNECTOR_TYPES:
+            raise ConfigError(f"{where}: connector {connector_id}: type {kind!r} is not a "
+                              f"ConnectorTypeEnum name ({', '.join(sorted(CONNECTOR_TYPES))})")
+        out.append((connector_id, kind))
+    return tuple(out)
+
+
+def _id(value: Any, name: str) -> int:
+    if type(value) is not int or not 0 <= value < 2 ** 31:
+        raise ConfigError(f"{name} must be an integer from 0 to {2 ** 31 - 1}, got {value!r}")
+    return value

@@ -1,0 +1,437 @@
+"""The reservation core: every reservation rule, and no I/O.
+
+Theory of operation
+-------------------
+`ReservationCore.apply(command, now)` takes a validated command (protocol.messages)
+and the current UTC time in epoch seconds, changes the state, and returns an
+Outcome: the reply's result and the updates to publish, already numbered with
+the one `seq` counter shared by all topics. `expire(now)` ends what is due.
+The core never reads a clock or touches a socket, so the actor decides when
+"now" is and every rule below can be tested with plain numbers.
+
+State: the station's EVSEs and connectors, the active reservations in placement
+order (oldest first, which is the order re-checks keep them in), and the timer
+wheel that ends them at their expiry_time. Everything else is derived:
+the free EVSEs' signatures (cached until an EVSE changes), the per-type count
+of non-EVSE-specific reservations, and what each EVSE shows as reserved.
+
+A reservation is active from Placed until one of the END_STATUS reasons ends
+it; it never comes back. Where a rule changes what an EVSE shows as reserved,
+`_publish_reserved` compares with what was last published, so `evse_reserved`
+goes out only on change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from protocol.messages import (
+    CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
+    Ping, PlugEvent, Reservation, ReserveNow, Stats, UseReservation, invalid,
+)
+from protocol.wire import TOPIC_EVSE_RESERVED, TOPIC_RESERVATION_UPDATE
+
+from .connector import (
+    AVAILABLE, FAULTED, FAULTED_OCCUPIED, IN_USE, OCCUPIED, UNAVAILABLE,
+    UNAVAILABLE_FAULTED, next_state,
+)
+from .guarantee import UNKNOWN, can_use, guarantee_holds, types_match
+from .wheel import TimerWheel
+
+ACCEPTED, FAULTED_RESULT, OCCUPIED_RESULT, REJECTED, UNAVAILABLE_RESULT = (
+    "Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
+
+# EVerest's ReservationEndReason -> the reservation_status published.
+END_STATUS = {
+    "Expired": "Expired",
+    "Cancelled": "Cancelled",
+    "UsedToStartCharging": "Used",
+    "GlobalReservationRequirementDropped": "Removed",
+}
+
+# What a connector state answers when it is why a reservation cannot be made,
+# with its strength: Occupied beats Faulted beats Unavailable.
+_STATE_RESULT = {
+    UNAVAILABLE: (1, UNAVAILABLE_RESULT),
+    FAULTED: (2, FAULTED_RESULT),
+    UNAVAILABLE_FAULTED: (2, FAULTED_RESULT),
+    OCCUPIED: (3, OCCUPIED_RESULT),
+    FAULTED_OCCUPIED: (3, OCCUPIED_RESULT),
+}
+
+HELD_FOR_NON_SPECIFIC = -1   # evse_reserved's reservation_id for a held-back EVSE
+
+
+@dataclass
+class Outcome:
+    result: Any
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Connector:
+    __slots__ = ("id", "type", "state")
+
+    def __init__(self, connector_id: int, connector_type: str, state: str = AVAILABLE) -> None:
+        self.id = connector_id
+        self.type = connector_type
+        self.state = state
+
+
+class Evse:
+    __slots__ = ("id", "connectors", "plugged_in", "reservation")
+
+    def __init__(self, evse_id: int, connectors: Iterable[tuple[int, str]]) -> None:
+        self.id = evse_id
+        self.connectors = {cid: Connector(cid, ctype) for cid, ctype in connectors}
+        self.plugged_in = False
+        self.reservation: Reservation | None = None   # its EVSE-specific reservation
+
+    def in_use(self) -> bool:
+        return self.plugged_in or any(c.state in IN_USE for c in self.connectors.values())
+
+    def is_free(self) -> bool:
+        return self.reservation is None and not self.in_use()
+
+    def signature(self) -> frozenset[str]:
+        """The car types' view of this EVSE: the types of its Available connectors."""
+        return frozenset(c.type for c in self.connectors.values() if c.state == AVAILABLE)
+
+
+def car_type(reservation: Reservation) -> str:
+    return reservation.connector_type or UNKNOWN
+
+
+def token_matches(reservation: Reservation, id_token: str, parent_token: str | None) -> bool:
+    """EVerest's matches_reserved_identifier: same token, or same parent (group)
+    token on both sides; tokens are case-insensitive (CiString)."""
+    if reservation.id_token.casefold() == id_token.casefold():
+        return True
+    return (parent_token is not None and reservation.parent_id_token is not None
+            and reservation.parent_id_token.casefold() == parent_token.casefold())
+
+
+def _strongest(states: Iterable[str]) -> str:
+    return max((_STATE_RESULT[s] for s in states if s in _STATE_RESULT),
+               default=(3, OCCUPIED_RESULT))[1]
+
+
+class ReservationCore:
+    def __init__(self, evses: Iterable[tuple[int, Iterable[tuple[int, str]]]], *,
+                 reservations_enabled: bool = True, non_evse_specific: bool = True,
+                 tick: float = 0.01, now: float = 0.0, seq: int = 0) -> None:
+        self.reservations_enabled = reservations_enabled
+        self.non_evse_specific = non_evse_specific
+        self.seq = seq
+        self._evses = {evse_id: Evse(evse_id, connectors) for evse_id, connectors in evses}
+        self._station_types = {c.type for e in self._evses.values() for c in e.connectors.values()}
+        self._reservations: dict[int, Reservation] = {}
+        self._non_specific_types: Counter[str] = Counter()
+        self._free: Counter[frozenset[str]] | None = None
+        self._shown: dict[int, int | None] = {evse_id: None for evse_id in self._evses}
+        self._wheel = TimerWheel(tick, now)
+        self._handlers = {
+            ReserveNow: self._reserve_now,
+            CancelReservation: self._cancel_reservation,
+            ExistsReservation: self._exists_reservation,
+            ConnectorEvent: self._connector_event,
+            PlugEvent: self._plug_event,
+            UseReservation: self._use_reservation,
+            IsChargingPossible: self._is_charging_possible,
+            GetState: self._get_state,
+            Ping: lambda command, now, updates: "pong",
+            Stats: lambda command, now, updates: {"active_reservations": len(self._reservations),
+                                                  "seq": self.seq},
+        }
+
+    # -- entry points ------------------------------------------------------------
+
+    def apply(self, command: Any, now: float) -> Outcome:
+        """Decide `command` at `now`. Raises ProtocolError (invalid_argument)
+        for a command naming what the station does not have, before changing anything."""
+        outcome = Outcome(None)
+        # A reservation past its expiry_time must not take part in any decision.
+        self._expire_into(now, outcome.updates)
+        outcome.result = self._handlers[type(command)](command, now, outcome.updates)
+        return outcome
+
+    def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        updates: list[tuple[str, dict[str, Any]]] = []
+        self._expire_into(now, updates)
+        return updates
+
+    def next_expiry(self) -> float | None:
+        return self._wheel.next_expiry()
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return list(self._reservations.values())
+
+    # -- commands --------------------------------------------------------------------
+
+    def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> str:
+        new = command.request
+        old = self._reservations.get(new.reservation_id)
+        if old is None:
+            result = self._decide(new, now)
+        else:
+            # Replacing is atomic: decide as if the old one were gone, and put
+            # it back exactly where it was unless the new one is accepted.
+            order = self._reservations.copy()
+            self._unlink(old)
+            result = self._decide(new, now)
+            if result != ACCEPTED:
+                self._link(old)
+                self._reservations = order
+        if result == ACCEPTED:
+            self._link(new)
+            self._wheel.schedule(new.reservation_id, new.expiry)
+            self._publish_update(new, "Placed", updates)
+            self._publish_reserved(updates)
+        return result
+
+    def _cancel_reservation(self, command: CancelReservation, now: float, updates: list) -> bool:
+        reservation = self._reservations.get(command.reservation_id)
+        if reservation is None:
+            return False
+        self._end(reservation, "Cancelled", updates)
+        self._publish_reserved(updates)
+        return True
+
+    def _exists_reservation(self, command: ExistsReservation, now: float, updates: list) -> str:
+        evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
+        held = evse.reservation if evse is not None else None
+        if held is not None:
+            if token_matches(held, command.id_token, command.group_id_token):
+                return "ReservedForToken"
+            if command.group_id_token is None and held.parent_id_token is not None:
+                return "ReservedForOtherTokenAndHasParentToken"
+            return "ReservedForOtherToken"
+        if self._matching_non_specific(command.id_token, command.group_id_token) is not None:
+            return "ReservedForToken"
+        return "NotReserved"
+
+    def _use_reservation(self, command: UseReservation, now: float, updates: list) -> int | None:
+        evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
+        if evse is not None and evse.reservation is not None:
+            # On an EVSE held for someone, only that reservation can be used there.
+            held = evse.reservation
+            match = held if token_matches(held, command.id_token, command.parent_id_token) else None
+        else:
+            match = self._matching_non_specific(command.id_token, command.parent_id_token)
+        if match is None:
+            return None
+        self._end(match, "UsedToStartCharging", updates)
+        self._publish_reserved(updates)
+        return match.reservation_id
+
+    def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> str:
+        evse = self._evse(command.evse_id)
+        connector = evse.connectors.get(command.connector_id)
+        if connector is None:
+            raise invalid(f"args.connector_id: EVSE {evse.id} has no connector "
+                          f"{command.connector_id} (it has {sorted(evse.connectors)})")
+        connector.state = next_state(connector.state, command.event)
+        self._free = None
+        if connector.state != AVAILABLE:
+            held = evse.reservation
+            if held is not None and types_match(car_type(held), connector.type):
+                self._end(held, "GlobalReservationRequirementDropped", updates)
+            self._drop_non_specific_beyond_guarantee(updates)
+        self._publish_reserved(updates)
+        return connector.state
+
+    def _plug_event(self, command: PlugEvent, now: float, updates: list) -> None:
+        evse = self._evse(command.evse_id)
+        # No re-check here: plugging in is how the reserved car itself arrives,
+        # before it identifies and uses its reservation.
+        evse.plugged_in = command.plugged_in
+        self._free = None
+        self._publish_reserved(updates)
+
+    def _is_charging_possible(self, command: IsChargingPossible, now: float, updates: list) -> bool:
+        evse = self._evses.get(command.evse_id)
+        if evse is None or evse.reservation is not None:
+            return False
+        return guarantee_holds(self._non_specific_types, self._free_without(evse))
+
+    def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "reservations": [r.to_wire() for r in self._reservations.values()],
+            "evses": [{
+                "id": evse.id,
+                "plugged_in": evse.plugged_in,
+                "reserved": self._shown[evse.id] is not None,
+                "reservation_id": self._shown[evse.id],
+                "connectors": [{"id": c.id, "type": c.type, "state": c.state}
+                               for c in evse.connectors.values()],
+            } for evse in self._evses.values()],
+        }
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def _decide(self, new: Reservation, now: float) -> str:
+        if not self.reservations_enabled:
+            return REJECTED
+        if new.evse_id is None and not self.non_evse_specific:
+            return REJECTED
+        if new.expiry <= now:
+            return REJECTED
+        if new.evse_id is None:
+            return self._decide_non_specific(car_type(new))
+        return self._decide_specific(new)
+
+    def _decide_specific(self, new: Reservation) -> str:
+        evse = self._evses.get(new.evse_id)
+        if evse is None:
+            return REJECTED
+        if evse.reservation is not None:
+            return OCCUPIED_RESULT
+        wanted = car_type(new)
+        fitting = [c for c in evse.connectors.values() if types_match(wanted, c.type)]
+        if not fitting:
+            return REJECTED
+        states = {c.state for c in evse.connectors.values()}
+        if evse.plugged_in or OCCUPIED in states:
+            return OCCUPIED_RESULT
+        if FAULTED_OCCUPIED in states:
+            return FAULTED_RESULT
+        if all(c.state != AVAILABLE for c in fitting):
+            return _strongest(c.state for c in fitting)
+        if not guarantee_holds(self._non_specific_types, self._free_without(evse)):
+            return OCCUPIED_RESULT
+        return ACCEPTED
+
+    def _decide_non_specific(self, wanted: str) -> str:
+        if not self._station_has(wanted):
+            return REJECTED
+        if guarantee_holds(self._with_one_more(wanted), self._free_signatures()):
+            return ACCEPTED
+        if self._reservations or any(e.plugged_in for e in self._evses.values()):
+            return OCCUPIED_RESULT
+        return _strongest(
+            OCCUPIED if evse.in_use() else c.state
+            for evse in self._evses.values()
+            for c in evse.connectors.values() if types_match(wanted, c.type))
+
+    def _drop_non_specific_beyond_guarantee(self, updates: list) -> None:
+        """Keep the oldest non-EVSE-specific reservations that still fit together;
+        remove each newer one that no longer fits beside them."""
+        free = self._free_signatures()
+        if guarantee_holds(self._non_specific_types, free):
+            return
+        kept: Counter[str] = Counter()
+        for reservation in [r for r in self._reservations.values() if r.evse_id is None]:
+            kept[car_type(reservation)] += 1
+            if not guarantee_holds(kept, free):
+                kept[car_type(reservation)] -= 1
+                self._end(reservation, "GlobalReservationRequirementDropped", updates)
+
+    # -- what EVSEs show as reserved ---------------------------------------------------------
+
+    def _reserved_view(self) -> dict[int, int | None]:
+        """Per EVSE: its specific reservation's id, HELD_FOR_NON_SPECIFIC when it is
+        held back for non-EVSE-specific reservations, else None. EVerest's
+        check_number_global_reservations_match_number_available_evses."""
+        held: set[int] = set()
+        count = sum(self._non_specific_types.values())
+        if count:
+            candidates = [(e.id, e.signature()) for e in self._evses.values() if e.is_free()]
+            candidates = [(evse_id, sig) for evse_id, sig in candidates if sig]
+            if len(candidates) == count:
+                held = {evse_id for evse_id, _ in candidates}
+            else:
+                free = self._free_signatures()
+                for wanted, n in self._non_specific_types.items():
+                    if n and not guarantee_holds(self._with_one_more(wanted), free):
+                        held.update(evse_id for evse_id, sig in candidates if can_use(wanted, sig))
+        return {
+            evse.id: (evse.reservation.reservation_id if evse.reservation is not None
+                      else HELD_FOR_NON_SPECIFIC if evse.id in held else None)
+            for evse in self._evses.values()
+        }
+
+    def _publish_reserved(self, updates: list) -> None:
+        for evse_id, shown in self._reserved_view().items():
+            if self._shown[evse_id] != shown:
+                self._shown[evse_id] = shown
+                self._publish(TOPIC_EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
+                                                    "reservation_id": shown}, updates)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _expire_into(self, now: float, updates: list) -> None:
+        due = self._wheel.advance(now)
+        if not due:
+            return
+        for reservation_id in due:
+            self._end(self._reservations[reservation_id], "Expired", updates)
+        self._publish_reserved(updates)
+
+    def _end(self, reservation: Reservation, reason: str, updates: list) -> None:
+        self._unlink(reservation)
+        self._wheel.cancel(reservation.reservation_id)
+        self._publish_update(reservation, END_STATUS[reason], updates)
+
+    def _link(self, reservation: Reservation) -> None:
+        self._reservations[reservation.reservation_id] = reservation
+        if reservation.evse_id is None:
+            self._non_specific_types[car_type(reservation)] += 1
+        else:
+            self._evses[reservation.evse_id].reservation = reservation
+            self._free = None
+
+    def _unlink(self, reservation: Reservation) -> None:
+        del self._reservations[reservation.reservation_id]
+        if reservation.evse_id is None:
+            self._non_specific_types[car_type(reservation)] -= 1
+        else:
+            self._evses[reservation.evse_id].reservation = None
+            self._free = None
+
+    def _publish_update(self, reservation: Reservation, status: str, updates: list) -> None:
+        self._publish(TOPIC_RESERVATION_UPDATE, {"reservation_id": reservation.reservation_id,
+                                                 "reservation_status": status,
+                                                 "evse_id": reservation.evse_id}, updates)
+
+    def _publish(self, topic: str, body: dict[str, Any], updates: list) -> None:
+        self.seq += 1
+        body["seq"] = self.seq
+        updates.append((topic, body))
+
+    def _free_signatures(self) -> Counter[frozenset[str]]:
+        if self._free is None:
+            self._free = Counter(e.signature() for e in self._evses.values() if e.is_free())
+        return self._free
+
+    def _free_without(self, evse: Evse) -> Counter[frozenset[str]]:
+        """The free EVSEs once `evse` is taken (by a reservation or a car)."""
+        free = self._free_signatures()
+        if not evse.is_free():
+            return free
+        rest = free.copy()
+        rest[evse.signature()] -= 1
+        return rest
+
+    def _with_one_more(self, wanted: str) -> Counter[str]:
+        cars = self._non_specific_types.copy()
+        cars[wanted] += 1
+        return cars
+
+    def _station_has(self, wanted: str) -> bool:
+        return any(types_match(wanted, t) for t in self._station_types)
+
+    def _matching_non_specific(self, id_token: str, parent_token: str | None) -> Reservation | None:
+        for reservation in self._reservations.values():
+            if reservation.evse_id is None and token_matches(reservation, id_token, parent_token):
+                return reservation
+        return None
+
+    def _evse(self, evse_id: int) -> Evse:
+        evse = self._evses.get(evse_id)
+        if evse is None:
+            raise invalid(f"args.evse_id: no EVSE {evse_id} at this station "
+                          f"(it has {sorted(self._evses)})")
+        return evse

@@ -1,0 +1,132 @@
+"""`reservation-ctl`: talk to a running reservation actor from a shell.
+
+Each subcommand sends one command and prints its result as JSON; `watch`
+prints updates as JSON lines until interrupted. Exit status: 0 on a reply,
+1 when the actor answered with an error, 2 when no reply came in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from .client import Client, CommandFailed, Subscriber
+from .messages import CONNECTOR_EVENTS, CONNECTOR_TYPES
+from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
+
+
+def _expiry(args: argparse.Namespace) -> str:
+    if args.expiry:
+        return args.expiry
+    moment = datetime.fromtimestamp(time.time() + args.expires_in, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _optional(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _reserve(client: Client, a: argparse.Namespace) -> Any:
+    return client.reserve_now(reservation_id=a.id, id_token=a.token, expiry_time=_expiry(a),
+                              **_optional(evse_id=a.evse, parent_id_token=a.parent,
+                                          connector_type=a.type))
+
+
+COMMANDS = {
+    "reserve": _reserve,
+    "cancel": lambda c, a: c.cancel_reservation(a.reservation_id),
+    "exists": lambda c, a: c.exists_reservation(
+        id_token=a.token, **_optional(evse_id=a.evse, group_id_token=a.group)),
+    "use": lambda c, a: c.use_reservation(
+        id_token=a.token, **_optional(evse_id=a.evse, parent_id_token=a.parent)),
+    "event": lambda c, a: c.connector_event(a.evse_id, a.connector_id, a.event),
+    "plug": lambda c, a: c.plug_event(a.evse_id, a.plugged == "in"),
+    "possible": lambda c, a: c.is_charging_possible(a.evse_id),
+    "state": lambda c, a: c.get_state(),
+    "stats": lambda c, a: c.stats(),
+    "ping": lambda c, a: c.ping(),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="reservation-ctl",
+                                     description="Send commands to a reservation actor.")
+    parser.add_argument("--endpoint", default=DEFAULT_COMMAND_ENDPOINT,
+                        help=f"command endpoint (default {DEFAULT_COMMAND_ENDPOINT})")
+    parser.add_argument("--update-endpoint", default=DEFAULT_UPDATE_ENDPOINT,
+                        help=f"update endpoint for watch (default {DEFAULT_UPDATE_ENDPOINT})")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reserve", help="reserve_now")
+    p.add_argument("--id", type=int, required=True, help="reservation_id")
+    p.add_argument("--token", required=True, help="id_token")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--expiry", help="expiry_time, RFC 3339 (e.g. 2026-11-24T18:00:00Z)")
+    when.add_argument("--expires-in", type=float, default=900.0,
+                      help="seconds from now (default 900)")
+    p.add_argument("--evse", type=int, help="evse_id; absent: any EVSE (non-EVSE-specific)")
+    p.add_argument("--parent", help="parent_id_token")
+    p.add_argument("--type", choices=sorted(CONNECTOR_TYPES), metavar="CONNECTOR_TYPE",
+                   help="connector_type (a ConnectorTypeEnum name)")
+
+    p = sub.add_parser("cancel", help="cancel_reservation")
+    p.add_argument("reservation_id", type=int)
+
+    p = sub.add_parser("exists", help="exists_reservation")
+    p.add_argument("--token", required=True)
+    p.add_argument("--evse", type=int)
+    p.add_argument("--group", help="group_id_token")
+
+    p = sub.add_parser("use", help="use_reservation")
+    p.add_argument("--token", required=True)
+    p.add_argument("--evse", type=int)
+    p.add_argument("--parent", help="parent_id_token")
+
+    p = sub.add_parser("event", help="connector_event")
+    p.add_argument("evse_id", type=int)
+    p.add_argument("connector_id", type=int)
+    p.add_argument("event", choices=sorted(CONNECTOR_EVENTS))
+
+    p = sub.add_parser("plug", help="plug_event")
+    p.add_argument("evse_id", type=int)
+    p.add_argument("plugged", choices=["in", "out"])
+
+    p = sub.add_parser("possible", help="is_charging_possible")
+    p.add_argument("evse_id", type=int)
+
+    for name, text in (("state", "get_state"), ("stats", "stats"), ("ping", "ping")):
+        sub.add_parser(name, help=text)
+    sub.add_parser("watch", help="print updates as JSON lines until interrupted")
+    return parser.parse_args(argv)
+
+
+def watch(args: argparse.Namespace) -> int:
+    with Subscriber(args.update_endpoint) as updates:
+        try:
+            for topic, body in updates:
+                print(json.dumps({"topic": topic, **body}), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "watch":
+        return watch(args)
+    with Client(args.endpoint, timeout=args.timeout) as client:
+        try:
+            result = COMMANDS[args.command](client, args)
+        except CommandFailed as exc:
+            print(f"reservation-ctl: {exc}", file=sys.stderr)
+            return 1
+        except TimeoutError as exc:
+            print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
+            return 2
+    print(json.dumps(result, indent=2 if isinstance(result, (dict, list)) else None))
+    return 0

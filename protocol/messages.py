@@ -1,0 +1,303 @@
+"""Message types of wire protocol v1 and the validation that builds them.
+
+Every command that reaches the reservation core has been turned into one of
+the frozen dataclasses below by `parse_command`, so the core never sees a
+malformed value. Names and enum spellings are EVerest's (interfaces and types
+`reservation` and `evse_manager`), so an EVerest user reads the same words.
+
+Validation raises `ProtocolError` with the code a client can act on and a
+message naming the offending field; it never has side effects, which is what
+makes "a request that fails validation changes nothing" hold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+# -- enums (EVerest spellings) ------------------------------------------------
+
+CONNECTOR_TYPES = frozenset({
+    "cCCS1", "cCCS2", "cG105", "cMCS", "cTesla", "cType1", "cType2",
+    "s309_1P_16A", "s309_1P_32A", "s309_3P_16A", "s309_3P_32A", "sBS1361",
+    "sCEE_7_7", "sType2", "sType3", "Other1PhMax16A", "Other1PhOver16A",
+    "Other3Ph", "Pan", "wInductive", "wResonant", "Undetermined", "Unknown",
+})
+UNKNOWN_CONNECTOR = "Unknown"
+
+RESERVATION_RESULTS = ("Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
+CHECK_STATUSES = ("NotReserved", "ReservedForToken", "ReservedForOtherToken",
+                  "ReservedForOtherTokenAndHasParentToken")
+UPDATE_STATUSES = ("Placed", "Cancelled", "Removed", "Expired", "Used")
+CONNECTOR_EVENTS = frozenset({"Enable", "Disable", "Faulted", "ErrorCleared",
+                              "TransactionStarted", "SessionFinished"})
+CONNECTOR_STATES = ("Available", "Unavailable", "Faulted", "Occupied",
+                    "UnavailableFaulted", "FaultedOccupied")
+
+# -- error codes --------------------------------------------------------------
+
+BAD_REQUEST = "bad_request"
+UNKNOWN_COMMAND = "unknown_command"
+INVALID_ARGUMENT = "invalid_argument"
+INTERNAL = "internal"
+ERROR_CODES = (BAD_REQUEST, UNKNOWN_COMMAND, INVALID_ARGUMENT, INTERNAL)
+
+
+class ProtocolError(Exception):
+    """A request the actor refuses; `code` is one of ERROR_CODES."""
+
+    request_id: Any = None   # set when the request's id could be read, to echo it
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> ProtocolError:
+    return ProtocolError(INVALID_ARGUMENT, message)
+
+
+# -- command types --------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    reservation_id: int
+    id_token: str
+    expiry_time: str          # as the client sent it, echoed in get_state
+    expiry: float             # the same instant as UTC epoch seconds
+    evse_id: int | None = None
+    parent_id_token: str | None = None
+    connector_type: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reservation_id": self.reservation_id,
+                               "id_token": self.id_token,
+                               "expiry_time": self.expiry_time}
+        if self.evse_id is not None:
+            out["evse_id"] = self.evse_id
+        if self.parent_id_token is not None:
+            out["parent_id_token"] = self.parent_id_token
+        if self.connector_type is not None:
+            out["connector_type"] = self.connector_type
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveNow:
+    request: Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReservation:
+    reservation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExistsReservation:
+    id_token: str
+    evse_id: int | None = None
+    group_id_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorEvent:
+    evse_id: int
+    connector_id: int
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlugEvent:
+    evse_id: int
+    plugged_in: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UseReservation:
+    id_token: str
+    evse_id: int | None = None
+    parent_id_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IsChargingPossible:
+    evse_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetState:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    pass
+
+
+# -- field validators -------------------------------------------------------------
+# Each takes (value, path) and returns the converted value or raises.
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+TOKEN_MAX = 255
+
+
+def _int32(value: Any, path: str) -> int:
+    # bool is an int subclass in Python; a client sending true meant something else.
+    if type(value) is not int:
+        raise invalid(f"{path}: expected an integer, got {_describe(value)}")
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise invalid(f"{path}: {value} is outside the int32 range")
+    return value
+
+
+def _non_negative_id(value: Any, path: str) -> int:
+    value = _int32(value, path)
+    if value < 0:
+        raise invalid(f"{path}: must be >= 0, got {value}")
+    return value
+
+
+def _token(value: Any, path: str) -> str:
+    if type(value) is not str:
+        raise invalid(f"{path}: expected a string, got {_describe(value)}")
+    if not 1 <= len(value) <= TOKEN_MAX:
+        raise invalid(f"{path}: must be 1 to {TOKEN_MAX} characters, got {len(value)}")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if type(value) is not bool:
+        raise invalid(f"{path}: expected true or false, got {_describe(value)}")
+    return value
+
+
+def _one_of(allowed: frozenset[str]) -> Callable[[Any, str], str]:
+    def check(value: Any, path: str) -> str:
+        if type(value) is not str or value not in allowed:
+            raise invalid(f"{path}: {_describe(value)} is not one of {', '.join(sorted(allowed))}")
+        return value
+    return check
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_rfc3339(value: Any, path: str = "expiry_time") -> float:
+    """UTC epoch seconds of an RFC 3339 date-time; the offset is mandatory
+    because a reservation's expiry is an absolute instant."""
+    if type(value) is not str or not _RFC3339.fullmatch(value):
+        raise invalid(f"{path}: expected an RFC 3339 date-time with offset or Z "
+                      f"(e.g. 2026-11-24T12:00:00Z), got {_describe(value)}")
+    text = value.upper().replace(" ", "T").replace("Z", "+00:00")
+    fraction = _RFC3339.fullmatch(value).group(1)
+    if fraction and len(fraction) > 6:
+        # datetime resolves microseconds; finer digits cannot change a decision.
+        text = text.replace("." + fraction, "." + fraction[:6], 1)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise invalid(f"{path}: {value!r} is not a valid date-time ({exc})") from None
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- structured arguments -------------------------------------------------------------
+
+Field = tuple[Callable[[Any, str], Any], bool]   # (validator, required)
+
+
+def _fields(args: Any, spec: dict[str, Field], path: str) -> dict[str, Any]:
+    """Validate a map against `spec`: no unknown keys (EVerest's schemas say
+    additionalProperties: false), every required key present."""
+    if type(args) is not dict:
+        raise invalid(f"{path}: expected a map, got {_describe(args)}")
+    for key in args:
+        if key not in spec:
+            raise invalid(f"{path}: unknown key {_describe(key)}; "
+                          f"expected {', '.join(spec)}")
+    out = {}
+    for key, (check, required) in spec.items():
+        if key in args:
+            value = args[key]
+            # nil for an optional field means absent, as in EVerest's optionals.
+            if value is None and not required:
+                continue
+            out[key] = check(value, f"{path}.{key}")
+        elif required:
+            raise invalid(f"{path}: missing required key {key!r}")
+    return out
+
+
+_RESERVATION: dict[str, Field] = {
+    "reservation_id": (_int32, True),
+    "id_token": (_token, True),
+    "expiry_time": (lambda v, p: v, True),   # parsed below, keeping the text
+    "evse_id": (_non_negative_id, False),
+    "parent_id_token": (_token, False),
+    "connector_type": (_one_of(CONNECTOR_TYPES), False),
+}
+_RESERVATION_CHECK: dict[str, Field] = {
+    "id_token": (_token, True),
+    "evse_id": (_non_negative_id, False),
+    "group_id_token": (_token, False),
+}
+
+
+def _reserve_now(args: Any) -> ReserveNow:
+    request = _fields(_fields(args, {"request": (lambda v, p: v, True)}, "args")["request"],
+                      _RESERVATION, "args.request")
+    expiry = parse_rfc3339(request["expiry_time"], "args.request.expiry_time")
+    return ReserveNow(Reservation(expiry=expiry, **request))
+
+
+def _exists_reservation(args: Any) -> ExistsReservation:
+    request = _fields(args, {"request": (lambda v, p: v, True)}, "args")["request"]
+    return ExistsReservation(**_fields(request, _RESERVATION_CHECK, "args.request"))
+
+
+def _flat(cls: type, spec: dict[str, Field]) -> Callable[[Any], Any]:
+    return lambda args: cls(**_fields(args, spec, "args"))
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "reserve_now": _reserve_now,
+    "cancel_reservation": _flat(CancelReservation, {"reservation_id": (_int32, True)}),
+    "exists_reservation": _exists_reservation,
+    "connector_event": _flat(ConnectorEvent, {
+        "evse_id": (_non_negative_id, True),
+        "connector_id": (_non_negative_id, True),
+        "event": (_one_of(CONNECTOR_EVENTS), True)}),
+    "plug_event": _flat(PlugEvent, {
+        "evse_id": (_non_negative_id, True),
+        "plugged_in": (_bool, True)}),
+    "use_reservation": _flat(UseReservation, {
+        "id_token": (_token, True),
+        "evse_id": (_non_negative_id, False),
+        "parent_id_token": (_token, False)}),
+    "is_charging_possible": _flat(IsChargingPossible, {"evse_id": (_non_negative_id, True)}),
+    "get_state": _flat(GetState, {}),
+    "ping": _flat(Ping, {}),
+    "stats": _flat(Stats, {}),
+}
+COMMAND_NAMES = tuple(PARSERS)
+
+
+def parse_command(cmd: str, args: Any) -> Any:
+    """The typed command for `cmd` with `args` (an absent args is an empty map)."""
+    parser = PARSERS.get(cmd)
+    if parser is None:
+        raise ProtocolError(UNKNOWN_COMMAND, f"unknown command {_describe(cmd)}; "
+                                             f"known: {', '.join(COMMAND_NAMES)}")
+    return parser({} if args is None else args)

@@ -1,0 +1,69 @@
+"""Framing of wire protocol v1: msgpack request and reply maps, two-frame updates.
+
+See PROTOCOL.md beside this file for the reference text; the two are kept in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .messages import BAD_REQUEST, ProtocolError
+
+DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
+
+TOPIC_RESERVATION_UPDATE = "reservation_update"
+TOPIC_EVSE_RESERVED = "evse_reserved"
+
+_REQUEST_KEYS = frozenset({"id", "cmd", "args"})
+
+
+def decode_request(body: bytes) -> tuple[Any, str, Any]:
+    """(id, cmd, args) of a request frame. Raises ProtocolError(bad_request);
+    the error carries the id when one could be read so the reply can echo it."""
+    try:
+        request = msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(BAD_REQUEST, f"request is not valid msgpack ({type(exc).__name__})") from None
+    if type(request) is not dict:
+        raise ProtocolError(BAD_REQUEST, "request must be a msgpack map with keys id, cmd, args")
+    request_id = request.get("id")
+    try:
+        if request_id is not None and type(request_id) not in (int, str):
+            request_id = None
+            raise ProtocolError(BAD_REQUEST, "id must be an integer or a string")
+        extra = request.keys() - _REQUEST_KEYS
+        if extra:
+            raise ProtocolError(BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
+                                             "a request has id, cmd, args")
+        cmd = request.get("cmd")
+        if type(cmd) is not str:
+            raise ProtocolError(BAD_REQUEST, "request has no cmd string")
+        return request_id, cmd, request.get("args")
+    except ProtocolError as error:
+        error.request_id = request_id
+        raise
+
+
+def encode_result(request_id: Any, result: Any) -> bytes:
+    return msgpack.packb({"id": request_id, "ok": True, "result": result})
+
+
+def encode_error(request_id: Any, code: str, message: str) -> bytes:
+    return msgpack.packb({"id": request_id, "ok": False,
+                          "error": {"code": code, "message": message}})
+
+
+def encode_update(topic: str, body: dict[str, Any]) -> list[bytes]:
+    return [topic.encode(), msgpack.packb(body)]
+
+
+def decode_reply(body: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(body, raw=False)
+
+
+def decode_update(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
+    topic, body = frames
+    return topic.decode(), msgpack.unpackb(body, raw=False)
