@@ -11,6 +11,7 @@ import zmq
 
 from .config import ConfigError, load_config
 from .server import Actor
+from .store import SYNCHRONOUS_MODES, Store, StoreError, default_store_path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +25,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="ROUTER endpoint for commands (overrides the config file)")
     parser.add_argument("--update-endpoint", metavar="ENDPOINT",
                         help="PUB endpoint for updates (overrides the config file)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="SQLite store for reservations and connector states (overrides "
+                             "[store] path; default: per-user state directory); ':memory:' keeps "
+                             "nothing across restarts")
+    parser.add_argument("--synchronous", choices=SYNCHRONOUS_MODES,
+                        help="store durability: full (default) survives power loss; normal may "
+                             "lose the last commits on power loss, for speed")
+    parser.add_argument("--reset-store", action="store_true",
+                        help="start with an empty store on purpose, discarding what it holds")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -42,16 +52,27 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, command_endpoint=args.command_endpoint)
     if args.update_endpoint:
         config = replace(config, update_endpoint=args.update_endpoint)
-    actor = Actor(config)
+    path = args.store or config.store_path or default_store_path()
+    try:
+        store = Store(path, synchronous=args.synchronous or config.store_synchronous,
+                      reset=args.reset_store)
+    except StoreError as exc:
+        print(f"reservation-actor: {exc}", file=sys.stderr)
+        return 3
+    logging.getLogger("reservation_actor").info(
+        "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
+    actor = Actor(config, store)
     try:
         actor.bind()
     except zmq.ZMQError as exc:
         print(f"reservation-actor: cannot bind {config.command_endpoint} / "
               f"{config.update_endpoint}: {exc}", file=sys.stderr)
         actor.close()
+        store.close()
         return 1
     try:
         actor.serve()
     finally:
         actor.close()
+        store.close()
     return 0

@@ -14,6 +14,8 @@ from typing import Any
 from protocol.messages import CONNECTOR_TYPES, UNKNOWN_CONNECTOR
 from protocol.wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
+from .store import SYNCHRONOUS_MODES
+
 
 class ConfigError(Exception):
     pass
@@ -41,12 +43,15 @@ class Config:
     command_endpoint: str = DEFAULT_COMMAND_ENDPOINT
     update_endpoint: str = DEFAULT_UPDATE_ENDPOINT
     tick: float = 0.01
+    store_path: str | None = None        # None: the per-user default (store.default_store_path)
+    store_synchronous: str = "full"
 
 
 _SECTIONS = {
     "reservations": {"enabled", "non_evse_specific"},
     "endpoints": {"command", "update"},
     "timer": {"tick_ms"},
+    "store": {"path", "synchronous"},
 }
 
 
@@ -82,6 +87,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     reservations = data.get("reservations", {})
     endpoints = data.get("endpoints", {})
     timer = data.get("timer", {})
+    store = data.get("store", {})
+    synchronous = _typed(store.get("synchronous", "full"), str, "store.synchronous")
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ConfigError(f"store.synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
+                          f"got {synchronous!r}")
     tick_ms = _typed(timer.get("tick_ms", 10), (int, float), "timer.tick_ms")
     if not 1 <= tick_ms <= 1000:
         raise ConfigError(f"timer.tick_ms must be between 1 and 1000, got {tick_ms}")
@@ -95,6 +105,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         update_endpoint=_typed(endpoints.get("update", DEFAULT_UPDATE_ENDPOINT), str,
                                "endpoints.update"),
         tick=tick_ms / 1000,
+        store_path=_typed(store["path"], str, "store.path") if "path" in store else None,
+        store_synchronous=synchronous,
     )
 
 

@@ -38,6 +38,7 @@ from .connector import (
     UNAVAILABLE_FAULTED, next_state,
 )
 from .guarantee import UNKNOWN, can_use, guarantee_holds, types_match
+from .store import Changes, StoredState
 from .wheel import TimerWheel
 
 ACCEPTED, FAULTED_RESULT, OCCUPIED_RESULT, REJECTED, UNAVAILABLE_RESULT = (
@@ -131,6 +132,11 @@ class ReservationCore:
         self._free: Counter[frozenset[str]] | None = None
         self._shown: dict[int, int | None] = {evse_id: None for evse_id in self._evses}
         self._wheel = TimerWheel(tick, now)
+        # What changed since take_changes(), for the store. Dicts keep the order
+        # of the last change, which for reservations is placement order.
+        self._dirty_reservations: dict[int, None] = {}
+        self._dirty_evses: dict[int, None] = {}
+        self._taken_seq = seq
         self._handlers = {
             ReserveNow: self._reserve_now,
             CancelReservation: self._cancel_reservation,
@@ -168,6 +174,59 @@ class ReservationCore:
     def reservations(self) -> list[Reservation]:
         return list(self._reservations.values())
 
+    def restore(self, stored: StoredState, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """Take over a stored image on a fresh core, applying what happened while
+        the actor was down: reservations past their expiry end Expired; those whose
+        EVSE or connector type the station no longer has, or that no longer fit
+        beside older ones, end Removed. Returns the updates to publish."""
+        self.seq = stored.seq
+        for evse_id, (plugged_in, states) in stored.evses.items():
+            evse = self._evses.get(evse_id)
+            if evse is None:
+                continue
+            evse.plugged_in = plugged_in
+            for connector_id, state in states.items():
+                if connector_id in evse.connectors:
+                    evse.connectors[connector_id].state = state
+        self._free = None
+        updates: list[tuple[str, dict[str, Any]]] = []
+        for reservation in stored.reservations:
+            status = self._restore_one(reservation, now)
+            if status is not None:
+                self._dirty_reservations[reservation.reservation_id] = None
+                self._publish_update(reservation, status, updates)
+        self._drop_non_specific_beyond_guarantee(updates)
+        self._publish_reserved(updates)
+        return updates
+
+    def _restore_one(self, reservation: Reservation, now: float) -> str | None:
+        """Link a stored reservation, or say with which status it ends instead."""
+        if reservation.expiry <= now:
+            return "Expired"
+        if reservation.evse_id is not None:
+            evse = self._evses.get(reservation.evse_id)
+            if evse is None or evse.reservation is not None or not any(
+                    types_match(car_type(reservation), c.type) for c in evse.connectors.values()):
+                return "Removed"
+        self._link(reservation)
+        self._wheel.schedule(reservation.reservation_id, reservation.expiry)
+        return None
+
+    def take_changes(self) -> Changes | None:
+        """What changed since the last call, for the store; None when nothing did."""
+        if not self._dirty_reservations and not self._dirty_evses and self.seq == self._taken_seq:
+            return None
+        reservations = self._reservations
+        changes = Changes(
+            seq=self.seq,
+            reservations=[(rid, reservations.get(rid)) for rid in self._dirty_reservations],
+            evses=[(evse.id, evse.plugged_in, [(c.id, c.state) for c in evse.connectors.values()])
+                   for evse in map(self._evses.__getitem__, self._dirty_evses)])
+        self._dirty_reservations = {}
+        self._dirty_evses = {}
+        self._taken_seq = self.seq
+        return changes
+
     # -- commands --------------------------------------------------------------------
 
     def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> str:
@@ -178,12 +237,12 @@ class ReservationCore:
         else:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
-            order = self._reservations.copy()
+            order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
             self._unlink(old)
             result = self._decide(new, now)
             if result != ACCEPTED:
                 self._link(old)
-                self._reservations = order
+                self._reservations, self._dirty_reservations = order, dirty
         if result == ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
@@ -234,6 +293,7 @@ class ReservationCore:
                           f"{command.connector_id} (it has {sorted(evse.connectors)})")
         connector.state = next_state(connector.state, command.event)
         self._free = None
+        self._dirty_evses[evse.id] = None
         if connector.state != AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
@@ -248,6 +308,7 @@ class ReservationCore:
         # before it identifies and uses its reservation.
         evse.plugged_in = command.plugged_in
         self._free = None
+        self._dirty_evses[evse.id] = None
         self._publish_reserved(updates)
 
     def _is_charging_possible(self, command: IsChargingPossible, now: float, updates: list) -> bool:
@@ -377,6 +438,7 @@ class ReservationCore:
 
     def _link(self, reservation: Reservation) -> None:
         self._reservations[reservation.reservation_id] = reservation
+        self._mark_dirty(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
         else:
@@ -385,11 +447,17 @@ class ReservationCore:
 
     def _unlink(self, reservation: Reservation) -> None:
         del self._reservations[reservation.reservation_id]
+        self._mark_dirty(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
         else:
             self._evses[reservation.evse_id].reservation = None
             self._free = None
+
+    def _mark_dirty(self, reservation_id: int) -> None:
+        # Move to the end: the store numbers positions in this order.
+        self._dirty_reservations.pop(reservation_id, None)
+        self._dirty_reservations[reservation_id] = None
 
     def _publish_update(self, reservation: Reservation, status: str, updates: list) -> None:
         self._publish(TOPIC_RESERVATION_UPDATE, {"reservation_id": reservation.reservation_id,

@@ -2,10 +2,12 @@
 
 Each loop turn: poll (sleeping until the next expiry at most), read the clock
 once, end what expired, then drain the ROUTER of what has arrived (up to
-BATCH requests), deciding each with the core; then reply to every request of
-the turn and publish the updates they caused, in seq order. Replies and
-updates leave only after the whole turn is decided, which is where a durable
-store commits the turn as one transaction.
+BATCH requests), deciding each with the core; commit what the turn changed to
+the store in one transaction (group commit: one fsync per turn, not per
+request); then reply to every request of the turn and publish the updates they
+caused, in seq order. Nothing leaves before its commit. If the commit fails,
+every request of the turn is answered store_failed, nothing is published, and
+the core is rebuilt from the store, so memory equals what is on disk.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
-from protocol.messages import INTERNAL, ProtocolError, parse_command, Stats
+from protocol.messages import INTERNAL, STORE_FAILED, ProtocolError, parse_command, Stats
 from protocol.wire import decode_request, encode_error, encode_result, TOPIC_RESERVATION_UPDATE
 
 from .config import Config
 from .core import ReservationCore
+from .store import Store, StoreError
 
 log = logging.getLogger("reservation_actor")
 
@@ -46,16 +49,14 @@ class UtcClock:
 
 
 class Actor:
-    def __init__(self, config: Config, *, context: zmq.Context | None = None,
+    def __init__(self, config: Config, store: Store, *, context: zmq.Context | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         self.config = config
+        self.store = store
         self.clock = clock or UtcClock()
         self.context = context or zmq.Context.instance()
-        self.core = ReservationCore(
-            ((e.id, e.connectors) for e in config.evses),
-            reservations_enabled=config.reservations_enabled,
-            non_evse_specific=config.non_evse_specific,
-            tick=config.tick, now=self.clock())
+        # Start-up updates (expired or removed while down) go out once bound.
+        self.core, self._pending = self._load_core()
         self.started = time.monotonic()
         self.requests = 0
         self.errors: Counter[str] = Counter()
@@ -63,6 +64,17 @@ class Actor:
         self._stopping = False
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
+
+    def _load_core(self) -> tuple[ReservationCore, list]:
+        """A core holding exactly what the store holds, plus the updates that
+        restoring it produced (already numbered, not yet committed)."""
+        now = self.clock()
+        config = self.config
+        core = ReservationCore(
+            ((e.id, e.connectors) for e in config.evses),
+            reservations_enabled=config.reservations_enabled,
+            non_evse_specific=config.non_evse_specific, tick=config.tick, now=now)
+        return core, core.restore(self.store.load(), now)
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -121,10 +133,12 @@ class Actor:
     # -- one loop turn ----------------------------------------------------------------
 
     def turn(self, poller: zmq.Poller) -> None:
-        poller.poll(self._poll_timeout_ms())
+        poller.poll(0 if self._pending else self._poll_timeout_ms())
         now = self.clock()
-        updates = self.core.expire(now)
+        updates, self._pending = self._pending, []
+        updates += self.core.expire(now)
         replies = []
+        request_ids = []
         router = self.router
         for _ in range(BATCH):
             try:
@@ -133,8 +147,15 @@ class Actor:
                 break
             # Everything before the last frame is the route back (REQ's empty
             # delimiter included); the last frame is the request.
-            frames[-1] = self._handle(frames[-1], now, updates)
+            request_id, frames[-1] = self._handle(frames[-1], now, updates)
+            request_ids.append(request_id)
             replies.append(frames)
+        if not self._commit():
+            updates = []
+            for frames, request_id in zip(replies, request_ids):
+                frames[-1] = encode_error(request_id, STORE_FAILED,
+                                          "the change could not be stored, so it was not made; "
+                                          "the actor keeps serving, retry later")
         for frames in replies:
             try:
                 router.send_multipart(frames, zmq.NOBLOCK)
@@ -142,13 +163,27 @@ class Actor:
                 self.errors["reply_dropped"] += 1
         self._publish(updates)
 
+    def _commit(self) -> bool:
+        changes = self.core.take_changes()
+        if changes is None:
+            return True
+        try:
+            self.store.commit(changes)
+            return True
+        except StoreError as exc:
+            log.error("%s; answering this turn's requests with %s", exc, STORE_FAILED)
+            self.errors[STORE_FAILED] += 1
+            self.core, self._pending = self._load_core()
+            return False
+
     def _poll_timeout_ms(self) -> int | None:
         deadline = self.core.next_expiry()
         if deadline is None:
             return None
         return max(0, math.ceil((deadline - self.clock()) * 1000))
 
-    def _handle(self, body: bytes, now: float, updates: list) -> bytes:
+    def _handle(self, body: bytes, now: float, updates: list) -> tuple[Any, bytes]:
+        """(the request's id, the encoded reply)."""
         self.requests += 1
         request_id = None
         try:
@@ -157,17 +192,18 @@ class Actor:
             outcome = self.core.apply(command, now)
             updates.extend(outcome.updates)
             result = self._stats(outcome.result) if type(command) is Stats else outcome.result
-            return encode_result(request_id, result)
+            return request_id, encode_result(request_id, result)
         except ProtocolError as error:
             self.errors[error.code] += 1
-            return encode_error(error.request_id if request_id is None else request_id,
-                                error.code, error.message)
+            if request_id is None:
+                request_id = error.request_id
+            return request_id, encode_error(request_id, error.code, error.message)
         except Exception:
             log.exception("internal error while handling a request")
             self.errors[INTERNAL] += 1
-            return encode_error(request_id, INTERNAL,
-                                "the actor failed on this request; it was logged and the actor "
-                                "keeps serving")
+            return request_id, encode_error(
+                request_id, INTERNAL,
+                "the actor failed on this request; it was logged and the actor keeps serving")
 
     def _publish(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         pub = self.pub

@@ -40,12 +40,13 @@ class RunningActor:
         return self.process.wait(timeout)
 
 
-def start_actor(*args: str, command: str, update: str, env: dict | None = None) -> RunningActor:
+def start_actor(*args: str, command: str, update: str, store: str = ":memory:",
+                env: dict | None = None) -> RunningActor:
     """Start the actor and wait for its 'serving' line, which it logs once
     both sockets are bound (so the endpoints' real ports are known)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "actor", "--command-endpoint", command,
-         "--update-endpoint", update, "--log-level", "INFO", *args],
+         "--update-endpoint", update, "--store", store, "--log-level", "INFO", *args],
         stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
         cwd=Path(__file__).resolve().parent.parent)
     log: list[str] = []
