@@ -31,7 +31,7 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     Ping, PlugEvent, Reservation, ReserveNow, Stats, UseReservation, invalid,
 )
-from protocol.wire import TOPIC_EVSE_RESERVED, TOPIC_RESERVATION_UPDATE
+from protocol.wire import TOPIC_EVSE_RESERVED, TOPIC_EVSE_STATE, TOPIC_RESERVATION_UPDATE
 
 from .connector import (
     AVAILABLE, FAULTED, FAULTED_OCCUPIED, IN_USE, OCCUPIED, UNAVAILABLE,
@@ -113,6 +113,12 @@ def token_matches(reservation: Reservation, id_token: str, parent_token: str | N
             and reservation.parent_id_token.casefold() == parent_token.casefold())
 
 
+def _evse_state(evse: Evse) -> dict[str, Any]:
+    return {"plugged_in": evse.plugged_in,
+            "connectors": [{"id": c.id, "type": c.type, "state": c.state}
+                           for c in evse.connectors.values()]}
+
+
 def _strongest(states: Iterable[str]) -> str:
     return max((_STATE_RESULT[s] for s in states if s in _STATE_RESULT),
                default=(3, OCCUPIED_RESULT))[1]
@@ -131,6 +137,7 @@ class ReservationCore:
         self._non_specific_types: Counter[str] = Counter()
         self._free: Counter[frozenset[str]] | None = None
         self._shown: dict[int, int | None] = {evse_id: None for evse_id in self._evses}
+        self._tick = tick
         self._wheel = TimerWheel(tick, now)
         # What changed since take_changes(), for the store. Dicts keep the order
         # of the last change, which for reservations is placement order.
@@ -169,6 +176,14 @@ class ReservationCore:
 
     def next_expiry(self) -> float | None:
         return self._wheel.next_expiry()
+
+    def rebase(self, now: float) -> None:
+        """The time domain jumped (the wall clock was stepped): re-arm every
+        reservation on a wheel starting at `now`. Deadlines are absolute UTC,
+        so a wheel left ahead of `now` would fire them early."""
+        self._wheel = TimerWheel(self._tick, now)
+        for reservation in self._reservations.values():
+            self._wheel.schedule(reservation.reservation_id, reservation.expiry)
 
     @property
     def reservations(self) -> list[Reservation]:
@@ -291,9 +306,10 @@ class ReservationCore:
         if connector is None:
             raise invalid(f"args.connector_id: EVSE {evse.id} has no connector "
                           f"{command.connector_id} (it has {sorted(evse.connectors)})")
-        connector.state = next_state(connector.state, command.event)
-        self._free = None
-        self._dirty_evses[evse.id] = None
+        state = next_state(connector.state, command.event)
+        if state != connector.state:
+            connector.state = state
+            self._evse_changed(evse, updates)
         if connector.state != AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
@@ -306,9 +322,9 @@ class ReservationCore:
         evse = self._evse(command.evse_id)
         # No re-check here: plugging in is how the reserved car itself arrives,
         # before it identifies and uses its reservation.
-        evse.plugged_in = command.plugged_in
-        self._free = None
-        self._dirty_evses[evse.id] = None
+        if evse.plugged_in != command.plugged_in:
+            evse.plugged_in = command.plugged_in
+            self._evse_changed(evse, updates)
         self._publish_reserved(updates)
 
     def _is_charging_possible(self, command: IsChargingPossible, now: float, updates: list) -> bool:
@@ -321,14 +337,10 @@ class ReservationCore:
         return {
             "seq": self.seq,
             "reservations": [r.to_wire() for r in self._reservations.values()],
-            "evses": [{
-                "id": evse.id,
-                "plugged_in": evse.plugged_in,
-                "reserved": self._shown[evse.id] is not None,
-                "reservation_id": self._shown[evse.id],
-                "connectors": [{"id": c.id, "type": c.type, "state": c.state}
-                               for c in evse.connectors.values()],
-            } for evse in self._evses.values()],
+            "evses": [{"id": evse.id, **_evse_state(evse),
+                       "reserved": self._shown[evse.id] is not None,
+                       "reservation_id": self._shown[evse.id]}
+                      for evse in self._evses.values()],
         }
 
     # -- decisions ---------------------------------------------------------------------
@@ -454,15 +466,23 @@ class ReservationCore:
             self._evses[reservation.evse_id].reservation = None
             self._free = None
 
+    def _evse_changed(self, evse: Evse, updates: list) -> None:
+        self._free = None
+        self._dirty_evses[evse.id] = None
+        self._publish(TOPIC_EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
+
     def _mark_dirty(self, reservation_id: int) -> None:
         # Move to the end: the store numbers positions in this order.
         self._dirty_reservations.pop(reservation_id, None)
         self._dirty_reservations[reservation_id] = None
 
     def _publish_update(self, reservation: Reservation, status: str, updates: list) -> None:
-        self._publish(TOPIC_RESERVATION_UPDATE, {"reservation_id": reservation.reservation_id,
-                                                 "reservation_status": status,
-                                                 "evse_id": reservation.evse_id}, updates)
+        body = {"reservation_id": reservation.reservation_id, "reservation_status": status,
+                "evse_id": reservation.evse_id}
+        if status == "Placed":
+            # The whole reservation, so a listener can mirror get_state from updates alone.
+            body["reservation"] = reservation.to_wire()
+        self._publish(TOPIC_RESERVATION_UPDATE, body, updates)
 
     def _publish(self, topic: str, body: dict[str, Any], updates: list) -> None:
         self.seq += 1

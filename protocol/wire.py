@@ -16,6 +16,7 @@ DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
 
 TOPIC_RESERVATION_UPDATE = "reservation_update"
 TOPIC_EVSE_RESERVED = "evse_reserved"
+TOPIC_EVSE_STATE = "evse_state"
 
 _REQUEST_KEYS = frozenset({"id", "cmd", "args"})
 

@@ -124,6 +124,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.connectors = {(e, c): ("Available", t) for e, cs in self.evses for c, t in cs}
         self.plugged = {e: False for e, _ in self.evses}
         self.shown: dict[int, int | None] = {e: None for e, _ in self.evses}
+        self.streamed_evses: dict[int, tuple[bool, dict[int, str]]] = {}
         self.placing: tuple[dict, float] | None = None
 
     # -- the update stream ---------------------------------------------------------
@@ -151,6 +152,12 @@ class CoreMachine(RuleBasedStateMachine):
                 value = body["reservation_id"] if body["reserved"] else None
                 assert value != self.shown[evse_id], "evse_reserved published without a change"
                 self.shown[evse_id] = value
+            elif topic == "evse_state":
+                # The stream alone must tell a listener every connector and plug change.
+                evse_id = body["evse_id"]
+                view = (body["plugged_in"], {c["id"]: c["state"] for c in body["connectors"]})
+                assert view != self.streamed_evses.get(evse_id), "evse_state without a change"
+                self.streamed_evses[evse_id] = view
             else:
                 raise AssertionError(f"unknown topic {topic!r}")
         return seen
@@ -390,6 +397,9 @@ class CoreMachine(RuleBasedStateMachine):
             assert e["plugged_in"] is self.plugged[e["id"]]
             for c in e["connectors"]:
                 assert (c["state"], c["type"]) == self.connectors[(e["id"], c["id"])]
+            if e["id"] in self.streamed_evses:
+                assert self.streamed_evses[e["id"]] == (
+                    e["plugged_in"], {c["id"]: c["state"] for c in e["connectors"]})
 
     @invariant()
     def nothing_live_past_its_expiry_plus_a_tick(self):

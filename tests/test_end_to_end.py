@@ -83,13 +83,19 @@ def test_updates_carry_one_gap_free_seq_across_topics(actor):
         received = [sub.recv(timeout=5) for _ in range(end - start)]
         sub.close()
     assert [body["seq"] for _, body in received] == list(range(start + 1, end + 1))
+    placed = received[0][1].pop("reservation")
+    assert placed["reservation_id"] == 7 and placed["evse_id"] == 2
+    faulted_connectors = [{"id": 1, "type": "cCCS2", "state": "Faulted"},
+                          {"id": 2, "type": "cType2", "state": "Available"}]
     assert received == [
         ("reservation_update", {"seq": start + 1, "reservation_id": 7,
                                 "reservation_status": "Placed", "evse_id": 2}),
         ("evse_reserved", {"seq": start + 2, "evse_id": 2, "reserved": True, "reservation_id": 7}),
-        ("reservation_update", {"seq": start + 3, "reservation_id": 7,
+        ("evse_state", {"seq": start + 3, "evse_id": 2, "plugged_in": False,
+                        "connectors": faulted_connectors}),
+        ("reservation_update", {"seq": start + 4, "reservation_id": 7,
                                 "reservation_status": "Removed", "evse_id": 2}),
-        ("evse_reserved", {"seq": start + 4, "evse_id": 2, "reserved": False,
+        ("evse_reserved", {"seq": start + 5, "evse_id": 2, "reserved": False,
                            "reservation_id": None}),
     ]
 
