@@ -10,6 +10,7 @@ from dataclasses import replace
 import zmq
 
 from .config import ConfigError, load_config
+from .security import SecurityError, keygen
 from .server import Actor
 from .store import SYNCHRONOUS_MODES, Store, StoreError, default_store_path
 
@@ -34,12 +35,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "lose the last commits on power loss, for speed")
     parser.add_argument("--reset-store", action="store_true",
                         help="start with an empty store on purpose, discarding what it holds")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback tcp endpoint without CURVE (anyone who can "
+                             "reach it can reserve every EVSE)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 
+def keygen_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reservation-actor keygen",
+        description="Write a CURVE key pair: NAME.key (public: give it to the other side) and "
+                    "NAME.key_secret (keep it; owner-only).")
+    parser.add_argument("directory")
+    parser.add_argument("--name", default="actor", help="file name stem (default: actor)")
+    args = parser.parse_args(argv)
+    public_file, secret_file = keygen(args.directory, args.name)
+    print(f"public key: {public_file}\nsecret key: {secret_file}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return keygen_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,9 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     logging.getLogger("reservation_actor").info(
         "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
-    actor = Actor(config, store)
+    actor = Actor(config, store, insecure=args.insecure)
     try:
         actor.bind()
+    except SecurityError as exc:
+        print(f"reservation-actor: {exc}", file=sys.stderr)
+        actor.close()
+        store.close()
+        return 2
     except zmq.ZMQError as exc:
         print(f"reservation-actor: cannot bind {config.command_endpoint} / "
               f"{config.update_endpoint}: {exc}", file=sys.stderr)

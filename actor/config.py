@@ -45,6 +45,9 @@ class Config:
     tick: float = 0.01
     store_path: str | None = None        # None: the per-user default (store.default_store_path)
     store_synchronous: str = "full"
+    secret_key_file: str | None = None   # CURVE on both sockets when set
+    authorized_keys: str | None = None   # directory of client *.key certificates
+    max_message_bytes: int = 64 * 1024
 
 
 _SECTIONS = {
@@ -52,6 +55,8 @@ _SECTIONS = {
     "endpoints": {"command", "update"},
     "timer": {"tick_ms"},
     "store": {"path", "synchronous"},
+    "security": {"secret_key_file", "authorized_keys"},
+    "limits": {"max_message_bytes"},
 }
 
 
@@ -95,6 +100,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     tick_ms = _typed(timer.get("tick_ms", 10), (int, float), "timer.tick_ms")
     if not 1 <= tick_ms <= 1000:
         raise ConfigError(f"timer.tick_ms must be between 1 and 1000, got {tick_ms}")
+    security = data.get("security", {})
+    if ("secret_key_file" in security) != ("authorized_keys" in security):
+        raise ConfigError("[security] needs both secret_key_file and authorized_keys")
+    max_message_bytes = _typed(data.get("limits", {}).get("max_message_bytes", 64 * 1024), int,
+                               "limits.max_message_bytes")
+    if not 256 <= max_message_bytes <= 64 * 1024 * 1024:
+        raise ConfigError(f"limits.max_message_bytes must be between 256 and {64 * 1024 * 1024}, "
+                          f"got {max_message_bytes}")
     return Config(
         evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
         reservations_enabled=_typed(reservations.get("enabled", True), bool, "reservations.enabled"),
@@ -107,7 +120,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         tick=tick_ms / 1000,
         store_path=_typed(store["path"], str, "store.path") if "path" in store else None,
         store_synchronous=synchronous,
+        secret_key_file=_path(security, "secret_key_file"),
+        authorized_keys=_path(security, "authorized_keys"),
+        max_message_bytes=max_message_bytes,
     )
+
+
+def _path(section: dict[str, Any], key: str) -> str | None:
+    return _typed(section[key], str, f"security.{key}") if key in section else None
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], name: str) -> Any:

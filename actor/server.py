@@ -24,35 +24,63 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
-from protocol.messages import INTERNAL, STORE_FAILED, ProtocolError, parse_command, Stats
+from protocol.messages import (
+    BAD_REQUEST, INTERNAL, STORE_FAILED, ProtocolError, Stats, parse_command,
+)
 from protocol.wire import decode_request, encode_error, encode_result, TOPIC_RESERVATION_UPDATE
 
 from .config import Config
 from .core import ReservationCore
+from .security import CurveKeys, SecurityError, ZapHandler, is_loopback
 from .store import Store, StoreError
 
 log = logging.getLogger("reservation_actor")
 
 BATCH = 256   # requests decided per loop turn before replying; bounds reply latency
+# Proxies add routing frames; more than this is not a route but an attack on memory.
+MAX_FRAMES = 8
+PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
 
 
 class UtcClock:
-    """UTC epoch seconds that advance with the monotonic clock, so a wall-clock
-    step cannot make a reservation expire early or late."""
+    """UTC epoch seconds that advance with the monotonic clock, so the time
+    between two readings is never distorted by the wall clock moving.
 
-    def __init__(self) -> None:
-        self._wall0 = time.time()
-        self._mono0 = time.monotonic()
+    The wall clock still defines UTC: when it steps (NTP) by more than STEP
+    seconds away from where the monotonic clock says it should be, stepped()
+    reports the jump and re-anchors, and the actor re-arms the expiry wheel,
+    because deadlines are absolute UTC instants."""
+
+    STEP = 1.0
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        self._anchor()
+
+    def _anchor(self) -> None:
+        self._wall0 = self._wall()
+        self._mono0 = self._monotonic()
 
     def __call__(self) -> float:
-        return self._wall0 + (time.monotonic() - self._mono0)
+        return self._wall0 + (self._monotonic() - self._mono0)
+
+    def stepped(self) -> float:
+        """How far the wall clock jumped since the last reading (0.0 if it did not)."""
+        jump = self._wall() - self()
+        if abs(jump) <= self.STEP:
+            return 0.0
+        self._anchor()
+        return jump
 
 
 class Actor:
     def __init__(self, config: Config, store: Store, *, context: zmq.Context | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: UtcClock | None = None, insecure: bool = False) -> None:
         self.config = config
         self.store = store
+        self.insecure = insecure
         self.clock = clock or UtcClock()
         self.context = context or zmq.Context.instance()
         # Start-up updates (expired or removed while down) go out once bound.
@@ -61,9 +89,11 @@ class Actor:
         self.requests = 0
         self.errors: Counter[str] = Counter()
         self.updates_published = 0
+        self.replies_dropped = 0
         self._stopping = False
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
+        self.zap: ZapHandler | None = None
 
     def _load_core(self) -> tuple[ReservationCore, list]:
         """A core holding exactly what the store holds, plus the updates that
@@ -79,14 +109,45 @@ class Actor:
     # -- life cycle -----------------------------------------------------------------
 
     def bind(self) -> None:
+        """Bind both sockets. Raises SecurityError for a setting that would
+        expose the actor, before anything is bound."""
+        config = self.config
+        endpoints = (config.command_endpoint, config.update_endpoint)
+        keys = None
+        if config.secret_key_file:
+            keys = CurveKeys.load(config.secret_key_file, config.authorized_keys)
+        else:
+            exposed = [e for e in endpoints if not is_loopback(e)]
+            if exposed and not self.insecure:
+                raise SecurityError(
+                    f"refusing to serve {', '.join(exposed)} without CURVE: anyone who can reach "
+                    "it could reserve every EVSE. Configure [security] (see `reservation-actor "
+                    "keygen`), bind to 127.0.0.1 or ipc://, or pass --insecure")
+            if exposed:
+                log.warning("INSECURE: serving %s without authentication or encryption "
+                            "(--insecure)", ", ".join(exposed))
+        if keys is not None:
+            self.zap = ZapHandler(self.context, keys)
         self.router = self.context.socket(zmq.ROUTER)
         self.pub = self.context.socket(zmq.PUB)
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.LINGER, 200)
-        self.router.bind(self.config.command_endpoint)
-        self.pub.bind(self.config.update_endpoint)
-        log.info("serving commands on %s, updates on %s (%d EVSEs)",
-                 self.command_endpoint, self.update_endpoint, len(self.config.evses))
+            if keys is not None:
+                keys.serve_on(sock)
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+        # Report a reply that cannot be queued instead of dropping it silently.
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+        # ipc socket files are created owner-only: the file system is the access control.
+        umask = os.umask(0o077)
+        try:
+            self.router.bind(config.command_endpoint)
+            self.pub.bind(config.update_endpoint)
+        finally:
+            os.umask(umask)
+        log.info("serving commands on %s, updates on %s (%d EVSEs, %s)",
+                 self.command_endpoint, self.update_endpoint, len(config.evses),
+                 "CURVE" if keys else "no authentication")
 
     @property
     def command_endpoint(self) -> str:
@@ -103,12 +164,16 @@ class Actor:
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close()
+        if self.zap is not None:
+            self.zap.close()
 
     def serve(self, *, handle_signals: bool = True) -> None:
         """Run until stop() or SIGINT/SIGTERM. Signals wake the poller through
         a self-pipe, so stopping never waits for the next expiry."""
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap.socket, zmq.POLLIN)
         wake_r = wake_w = None
         if handle_signals:
             wake_r, wake_w = socket.socketpair()
@@ -133,8 +198,15 @@ class Actor:
     # -- one loop turn ----------------------------------------------------------------
 
     def turn(self, poller: zmq.Poller) -> None:
-        poller.poll(0 if self._pending else self._poll_timeout_ms())
+        events = poller.poll(0 if self._pending else self._poll_timeout_ms())
+        if self.zap is not None and events:
+            self.zap.handle()
+        jump = self.clock.stepped()
         now = self.clock()
+        if jump:
+            log.warning("wall clock stepped by %+.3f s; re-arming %d expiries against UTC",
+                        jump, len(self.core.reservations))
+            self.core.rebase(now)
         updates, self._pending = self._pending, []
         updates += self.core.expire(now)
         replies = []
@@ -147,6 +219,14 @@ class Actor:
                 break
             # Everything before the last frame is the route back (REQ's empty
             # delimiter included); the last frame is the request.
+            if len(frames) > MAX_FRAMES:
+                self.requests += 1
+                self.errors[BAD_REQUEST] += 1
+                frames = [frames[0], encode_error(None, BAD_REQUEST,
+                                                  f"more than {MAX_FRAMES} frames; a request is one frame")]
+                request_ids.append(None)
+                replies.append(frames)
+                continue
             request_id, frames[-1] = self._handle(frames[-1], now, updates)
             request_ids.append(request_id)
             replies.append(frames)
@@ -159,8 +239,9 @@ class Actor:
         for frames in replies:
             try:
                 router.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                self.errors["reply_dropped"] += 1
+            except zmq.ZMQError:
+                # The peer is past its high-water mark or gone: never wait for it.
+                self.replies_dropped += 1
         self._publish(updates)
 
     def _commit(self) -> bool:
@@ -219,6 +300,8 @@ class Actor:
             "errors": dict(self.errors),
             "active_reservations": core_stats["active_reservations"],
             "updates_published": self.updates_published,
+            "replies_dropped": self.replies_dropped,
+            "clients_refused": self.zap.refused if self.zap is not None else 0,
             "seq": core_stats["seq"],
             "uptime_s": round(time.monotonic() - self.started, 3),
             "pid": os.getpid(),

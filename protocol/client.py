@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import msgpack
 import zmq
+import zmq.auth
 
 from .wire import (
     DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply, decode_update,
@@ -30,14 +31,31 @@ class CommandFailed(Exception):
         self.message = message
 
 
+def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) -> None:
+    """Make `sock` a CURVE client: server_key is the actor's public certificate
+    file (actor.key), client_key this client's secret certificate file."""
+    if server_key is None and client_key is None:
+        return
+    if server_key is None or client_key is None:
+        raise ValueError("CURVE needs both server_key and client_key")
+    sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
+    public, secret = zmq.auth.load_certificate(client_key)
+    if secret is None:
+        raise ValueError(f"{client_key} holds no secret key; pass the .key_secret file")
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+
+
 class Client:
     def __init__(self, endpoint: str = DEFAULT_COMMAND_ENDPOINT, *,
-                 timeout: float = 5.0, context: zmq.Context | None = None) -> None:
+                 timeout: float = 5.0, context: zmq.Context | None = None,
+                 server_key: str | None = None, client_key: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        use_curve(self.socket, server_key, client_key)
         self.socket.connect(endpoint)
         self._ids = itertools.count(1)
 
@@ -123,10 +141,12 @@ class Subscriber:
     listener that needs the full state takes get_state and follows seq."""
 
     def __init__(self, endpoint: str = DEFAULT_UPDATE_ENDPOINT, *, topics: tuple[str, ...] = ("",),
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 server_key: str | None = None, client_key: str | None = None) -> None:
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
+        use_curve(self.socket, server_key, client_key)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.socket.connect(endpoint)

@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-endpoint", default=DEFAULT_UPDATE_ENDPOINT,
                         help=f"update endpoint for watch (default {DEFAULT_UPDATE_ENDPOINT})")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="the actor's public CURVE certificate (actor.key)")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="this client's secret CURVE certificate (NAME.key_secret)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("reserve", help="reserve_now")
@@ -106,7 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def watch(args: argparse.Namespace) -> int:
-    with Subscriber(args.update_endpoint) as updates:
+    with Subscriber(args.update_endpoint, server_key=args.server_key,
+                    client_key=args.client_key) as updates:
         try:
             for topic, body in updates:
                 print(json.dumps({"topic": topic, **body}), flush=True)
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "watch":
         return watch(args)
-    with Client(args.endpoint, timeout=args.timeout) as client:
+    with Client(args.endpoint, timeout=args.timeout, server_key=args.server_key,
+                client_key=args.client_key) as client:
         try:
             result = COMMANDS[args.command](client, args)
         except CommandFailed as exc:

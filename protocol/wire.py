@@ -20,12 +20,16 @@ TOPIC_EVSE_STATE = "evse_state"
 
 _REQUEST_KEYS = frozenset({"id", "cmd", "args"})
 
+# A valid request is a few small maps of short strings; these bounds make a
+# hostile frame cost no more to refuse than a valid one costs to decode.
+UNPACK_LIMITS = dict(max_str_len=4096, max_bin_len=4096, max_array_len=64, max_map_len=32)
+
 
 def decode_request(body: bytes) -> tuple[Any, str, Any]:
     """(id, cmd, args) of a request frame. Raises ProtocolError(bad_request);
     the error carries the id when one could be read so the reply can echo it."""
     try:
-        request = msgpack.unpackb(body, raw=False)
+        request = msgpack.unpackb(body, raw=False, **UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(BAD_REQUEST, f"request is not valid msgpack ({type(exc).__name__})") from None
     if type(request) is not dict:

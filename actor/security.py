@@ -1,0 +1,120 @@
+"""CURVE on both sockets, with the ZAP handler inside the actor's own loop.
+
+Theory of operation: libzmq asks "may this peer in?" by sending a ZAP request
+to whatever is bound at inproc://zeromq.zap.01 in the socket's context, and
+holds the handshake until it hears back. pyzmq's zmq.auth answers from a
+thread; we bind a REP socket there instead and register it in the actor's
+poller, so authentication is one more event in the single-threaded loop and
+shares no state across threads. A client key is let in only if its public key
+is one of the certificates in `authorized_keys`; anything else (another
+mechanism, an unknown key) is refused with status 400 and counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.utils import z85
+
+log = logging.getLogger("reservation_actor")
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+class SecurityError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    public: bytes                  # z85
+    secret: bytes                  # z85
+    authorized: frozenset[bytes]   # z85 public keys of the clients let in
+
+    @classmethod
+    def load(cls, secret_key_file: str, authorized_keys: str) -> "CurveKeys":
+        try:
+            public, secret = zmq.auth.load_certificate(secret_key_file)
+        except (OSError, ValueError) as exc:
+            raise SecurityError(f"secret_key_file {secret_key_file}: {exc}") from None
+        if not secret:
+            raise SecurityError(f"secret_key_file {secret_key_file} holds no secret key "
+                                "(is it the public .key file? use the .key_secret one)")
+        try:
+            authorized = frozenset(zmq.auth.load_certificates(authorized_keys))
+        except OSError as exc:
+            raise SecurityError(f"authorized_keys {authorized_keys}: {exc}") from None
+        if not authorized:
+            log.warning("authorized_keys %s holds no *.key certificate: every client will be "
+                        "refused", authorized_keys)
+        return cls(public, secret, authorized)
+
+    def serve_on(self, sock: zmq.Socket) -> None:
+        sock.curve_server = True
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+class ZapHandler:
+    """Answers libzmq's ZAP requests for both sockets from the actor's loop."""
+
+    def __init__(self, context: zmq.Context, keys: CurveKeys) -> None:
+        self.keys = keys
+        self.socket = context.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(ZAP_ENDPOINT)
+        self.refused = 0
+
+    def handle(self) -> None:
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # version, request id, domain, address, identity, mechanism, credentials...
+            version, request_id, _domain, address, _identity, mechanism = frames[:6]
+            credentials = frames[6:]
+            key = z85.encode(credentials[0]) if mechanism == b"CURVE" and credentials else None
+            if key is not None and key in self.keys.authorized:
+                reply = [b"200", b"OK", key]
+            else:
+                self.refused += 1
+                log.warning("refused a %s client from %s: key not in authorized_keys",
+                            mechanism.decode(errors="replace"), address.decode(errors="replace"))
+                reply = [b"400", b"not authorized", b""]
+            self.socket.send_multipart([version, request_id, *reply, b""])
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def keygen(directory: str, name: str = "actor") -> tuple[str, str]:
+    """Write NAME.key (public, to hand out) and NAME.key_secret (owner-only)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret_file, 0o600)
+    return public_file, secret_file
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for endpoints only this machine can reach: ipc, inproc, and tcp
+    bound to a loopback address (not a wildcard, not an interface name)."""
+    transport, _, rest = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
