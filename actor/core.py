@@ -92,8 +92,9 @@ class Evse:
     def in_use(self) -> bool:
         return self.plugged_in or any(c.state in IN_USE for c in self.connectors.values())
 
-    def is_free(self) -> bool:
-        return self.reservation is None and not self.in_use()
+    def is_free(self, *, plug_counts: bool = True) -> bool:
+        return self.reservation is None and not (plug_counts and self.plugged_in) and not any(
+            c.state in IN_USE for c in self.connectors.values())
 
     def signature(self) -> frozenset[str]:
         """The car types' view of this EVSE: the types of its Available connectors."""
@@ -136,7 +137,9 @@ class ReservationCore:
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[str] = Counter()
         self._free: Counter[frozenset[str]] | None = None
-        self._shown: dict[int, int | None] = {evse_id: None for evse_id in self._evses}
+        self._position = {evse_id: n for n, evse_id in enumerate(self._evses)}
+        self._held_shown = False
+        self._shown = {evse_id: None for evse_id in self._evses}
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         # What changed since take_changes(), for the store. Dicts keep the order
@@ -157,6 +160,18 @@ class ReservationCore:
             Stats: lambda command, now, updates: {"active_reservations": len(self._reservations),
                                                   "seq": self.seq},
         }
+
+    # `_shown` is what evse_reserved last published per EVSE. Assigning it
+    # whole (start-up, restore) means nothing is known about what changed since,
+    # so the next _publish_reserved compares every EVSE.
+    @property
+    def _shown(self) -> dict[int, int | None]:
+        return self._shown_map
+
+    @_shown.setter
+    def _shown(self, shown: dict[int, int | None]) -> None:
+        self._shown_map = shown
+        self._touched: set[int] | None = None
 
     # -- entry points ------------------------------------------------------------
 
@@ -206,26 +221,33 @@ class ReservationCore:
         self._free = None
         updates: list[tuple[str, dict[str, Any]]] = []
         for reservation in stored.reservations:
-            status = self._restore_one(reservation, now)
-            if status is not None:
+            if self._restorable(reservation):
+                self._link(reservation)
+                self._wheel.schedule(reservation.reservation_id, reservation.expiry)
+            else:
                 self._dirty_reservations[reservation.reservation_id] = None
-                self._publish_update(reservation, status, updates)
-        self._drop_non_specific_beyond_guarantee(updates)
+                self._publish_update(reservation, "Expired" if reservation.expiry <= now
+                                     else "Removed", updates)
+        # Listeners last heard evse_reserved for the stored image: start from its
+        # view, so that only what the start-up rules change is published again.
+        self._shown = self._reserved_view()
+        for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
+            self._end(reservation, "Expired", updates)
+        # The guarantee under the loaded connector states. Plug flags do not count:
+        # plugging in (the reserved car arriving) never removes a reservation.
+        self._drop_non_specific_beyond_guarantee(updates, Counter(
+            e.signature() for e in self._evses.values() if e.is_free(plug_counts=False)))
         self._publish_reserved(updates)
         return updates
 
-    def _restore_one(self, reservation: Reservation, now: float) -> str | None:
-        """Link a stored reservation, or say with which status it ends instead."""
-        if reservation.expiry <= now:
-            return "Expired"
-        if reservation.evse_id is not None:
-            evse = self._evses.get(reservation.evse_id)
-            if evse is None or evse.reservation is not None or not any(
-                    types_match(car_type(reservation), c.type) for c in evse.connectors.values()):
-                return "Removed"
-        self._link(reservation)
-        self._wheel.schedule(reservation.reservation_id, reservation.expiry)
-        return None
+    def _restorable(self, reservation: Reservation) -> bool:
+        """A stored reservation the station can still hold: its EVSE (if any) is
+        configured, not already taken, and has a connector of its type."""
+        if reservation.evse_id is None:
+            return True
+        evse = self._evses.get(reservation.evse_id)
+        return evse is not None and evse.reservation is None and any(
+            types_match(car_type(reservation), c.type) for c in evse.connectors.values())
 
     def take_changes(self) -> Changes | None:
         """What changed since the last call, for the store; None when nothing did."""
@@ -314,7 +336,7 @@ class ReservationCore:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
                 self._end(held, "GlobalReservationRequirementDropped", updates)
-            self._drop_non_specific_beyond_guarantee(updates)
+            self._drop_non_specific_beyond_guarantee(updates, self._free_signatures())
         self._publish_reserved(updates)
         return connector.state
 
@@ -389,10 +411,10 @@ class ReservationCore:
             for evse in self._evses.values()
             for c in evse.connectors.values() if types_match(wanted, c.type))
 
-    def _drop_non_specific_beyond_guarantee(self, updates: list) -> None:
-        """Keep the oldest non-EVSE-specific reservations that still fit together;
-        remove each newer one that no longer fits beside them."""
-        free = self._free_signatures()
+    def _drop_non_specific_beyond_guarantee(self, updates: list,
+                                            free: Counter[frozenset[str]]) -> None:
+        """Keep the oldest non-EVSE-specific reservations that still fit together
+        on the `free` EVSEs; remove each newer one that no longer fits beside them."""
         if guarantee_holds(self._non_specific_types, free):
             return
         kept: Counter[str] = Counter()
@@ -427,9 +449,24 @@ class ReservationCore:
         }
 
     def _publish_reserved(self, updates: list) -> None:
-        for evse_id, shown in self._reserved_view().items():
-            if self._shown[evse_id] != shown:
-                self._shown[evse_id] = shown
+        last = self._shown
+        touched = self._touched
+        if touched is not None and not self._held_shown and not any(self._non_specific_types.values()):
+            # Nothing is held for non-EVSE-specific reservations, now or at the
+            # last publish: an EVSE shows its own reservation, and only the
+            # touched ones can have changed. In station order, like the full view.
+            evses = self._evses
+            view = [(evse_id, evses[evse_id].reservation)
+                    for evse_id in sorted(touched, key=self._position.__getitem__)]
+            view = [(evse_id, None if r is None else r.reservation_id) for evse_id, r in view]
+        else:
+            full = self._reserved_view()
+            self._held_shown = HELD_FOR_NON_SPECIFIC in full.values()
+            view = full.items()
+        self._touched = set()
+        for evse_id, shown in view:
+            if last[evse_id] != shown:
+                last[evse_id] = shown
                 self._publish(TOPIC_EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
                                                     "reservation_id": shown}, updates)
 
@@ -454,8 +491,7 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
         else:
-            self._evses[reservation.evse_id].reservation = reservation
-            self._free = None
+            self._hold(self._evses[reservation.evse_id], reservation)
 
     def _unlink(self, reservation: Reservation) -> None:
         del self._reservations[reservation.reservation_id]
@@ -463,8 +499,24 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
         else:
-            self._evses[reservation.evse_id].reservation = None
-            self._free = None
+            self._hold(self._evses[reservation.evse_id], None)
+
+    def _hold(self, evse: Evse, reservation: Reservation | None) -> None:
+        """Set `evse`'s specific reservation, updating the cached free signatures
+        (recounting them is O(EVSEs), this is O(1))."""
+        free = self._free
+        if (free is not None and (evse.reservation is None) != (reservation is None)
+                and not evse.in_use()):
+            signature = evse.signature()
+            if reservation is None:
+                free[signature] += 1
+            elif free[signature] > 1:
+                free[signature] -= 1
+            else:
+                del free[signature]
+        evse.reservation = reservation
+        if self._touched is not None:
+            self._touched.add(evse.id)
 
     def _evse_changed(self, evse: Evse, updates: list) -> None:
         self._free = None

@@ -81,10 +81,17 @@ class Store:
         try:
             # Autocommit mode: transactions are begun and ended explicitly below.
             self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._open(synchronous, reset)
         except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot be opened ({exc})") from None
+        try:
+            self._open(synchronous, reset)
+        except StoreError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
             raise StoreError(f"store {self.path}: cannot be used ({exc}); it was left untouched. "
-                             "Move it aside, or start with --reset-store to begin empty on purpose")
+                             "Move it aside to start with an empty store") from None
 
     def _open(self, synchronous: str, reset: bool) -> None:
         db = self._db
