@@ -40,6 +40,7 @@ BATCH = 256   # requests decided per loop turn before replying; bounds reply lat
 # Proxies add routing frames; more than this is not a route but an attack on memory.
 MAX_FRAMES = 8
 PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
+MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
 
 
 class UtcClock:
@@ -261,7 +262,10 @@ class Actor:
         deadline = self.core.next_expiry()
         if deadline is None:
             return None
-        return max(0, math.ceil((deadline - self.clock()) * 1000))
+        # zmq_poll takes a C int of milliseconds (24.8 days): an expiry further
+        # out overflowed it and killed the actor. Waking at least once a second
+        # also lets stepped() see a wall-clock step before a far deadline.
+        return min(MAX_SLEEP_MS, max(0, math.ceil((deadline - self.clock()) * 1000)))
 
     def _handle(self, body: bytes, now: float, updates: list) -> tuple[Any, bytes]:
         """(the request's id, the encoded reply)."""
