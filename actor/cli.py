@@ -51,7 +51,11 @@ def keygen_main(argv: list[str]) -> int:
     parser.add_argument("directory")
     parser.add_argument("--name", default="actor", help="file name stem (default: actor)")
     args = parser.parse_args(argv)
-    public_file, secret_file = keygen(args.directory, args.name)
+    try:
+        public_file, secret_file = keygen(args.directory, args.name)
+    except SecurityError as exc:
+        print(f"reservation-actor keygen: {exc}", file=sys.stderr)
+        return 2
     print(f"public key: {public_file}\nsecret key: {secret_file}")
     return 0
 

@@ -95,10 +95,20 @@ class ZapHandler:
 
 
 def keygen(directory: str, name: str = "actor") -> tuple[str, str]:
-    """Write NAME.key (public, to hand out) and NAME.key_secret (owner-only)."""
+    """Write NAME.key (public, to hand out) and NAME.key_secret (owner-only).
+    Refuses to overwrite: replacing a key pair locks every client out."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret_file, 0o600)
+    for suffix in (".key", ".key_secret"):
+        if (Path(directory) / f"{name}{suffix}").exists():
+            raise SecurityError(f"{Path(directory) / (name + suffix)} exists; choose another "
+                                "--name or directory")
+    # The secret must never exist, even briefly, with group or other access.
+    umask = os.umask(0o077)
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(umask)
+    os.chmod(public_file, 0o644)
     return public_file, secret_file
 
 
