@@ -1,7 +1,9 @@
 """`reservation-ctl`: talk to a running reservation actor from a shell.
 
 Each subcommand sends one command and prints its result as JSON; `watch`
-prints updates as JSON lines until interrupted. Exit status: 0 on a reply,
+follows the actor's state (client.Watcher) and prints each update it applies
+as a JSON line, and {"resync": seq} when it had to take a new snapshot
+because updates were lost, until interrupted. Exit status: 0 on a reply,
 1 when the actor answered with an error, 2 when no reply came in time.
 """
 
@@ -14,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .client import Client, CommandFailed, Subscriber
+from .client import RESYNC, Client, CommandFailed, Watcher
 from .messages import CONNECTOR_EVENTS, CONNECTOR_TYPES
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
@@ -105,23 +107,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     for name, text in (("state", "get_state"), ("stats", "stats"), ("ping", "ping")):
         sub.add_parser(name, help=text)
-    sub.add_parser("watch", help="print updates as JSON lines until interrupted")
+    sub.add_parser("watch", help="print updates as JSON lines until interrupted "
+                                  "(resynchronising after lost updates)")
     return parser.parse_args(argv)
 
 
 def watch(args: argparse.Namespace) -> int:
-    with Subscriber(args.update_endpoint, server_key=args.server_key,
-                    client_key=args.client_key) as updates:
-        try:
-            for topic, body in updates:
-                print(json.dumps({"topic": topic, **body}), flush=True)
-        except KeyboardInterrupt:
-            return 0
+    try:
+        with Watcher(args.endpoint, args.update_endpoint, timeout=args.timeout,
+                     server_key=args.server_key, client_key=args.client_key) as watcher:
+            for topic, body in watcher:
+                line = {"resync": body["seq"]} if topic == RESYNC else {"topic": topic, **body}
+                print(json.dumps(line), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except CommandFailed as exc:
+        print(f"reservation-ctl: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
+        return 2
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if (args.server_key is None) != (args.client_key is None):
+        print("reservation-ctl: CURVE needs both --server-key and --client-key", file=sys.stderr)
+        return 2
     if args.command == "watch":
         return watch(args)
     with Client(args.endpoint, timeout=args.timeout, server_key=args.server_key,
