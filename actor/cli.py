@@ -12,7 +12,7 @@ import zmq
 from .config import ConfigError, load_config
 from .security import SecurityError, keygen
 from .server import Actor
-from .store import SYNCHRONOUS_MODES, Store, StoreError, default_store_path
+from .store import SYNCHRONOUS_MODES, StoreError, default_store_path, open_store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, update_endpoint=args.update_endpoint)
     path = args.store or config.store_path or default_store_path()
     try:
-        store = Store(path, synchronous=args.synchronous or config.store_synchronous,
-                      reset=args.reset_store)
+        store = open_store(path, synchronous=args.synchronous or config.store_synchronous,
+                           reset=args.reset_store)
     except StoreError as exc:
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 3

@@ -65,6 +65,29 @@ class Changes:
         return bool(self.reservations or self.evses)
 
 
+class MemoryStore:
+    """`--store :memory:`: nothing survives a restart, so nothing is written,
+    not even to an in-memory database."""
+
+    path = MEMORY
+
+    def load(self) -> StoredState:
+        return StoredState()
+
+    def commit(self, changes: Changes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_store(path: str | Path, *, synchronous: str = "full",
+               reset: bool = False) -> "Store | MemoryStore":
+    if str(path) == MEMORY:
+        return MemoryStore()
+    return Store(path, synchronous=synchronous, reset=reset)
+
+
 def default_store_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "reservation-actor" / "store.sqlite3"
