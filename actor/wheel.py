@@ -19,8 +19,8 @@ inside cur's current block of 64**(L+1) ticks.
 Cascading. When cur reaches the first tick of a level-L slot, its timers now
 also share digit L with cur and are re-filed one level down or lower (those
 due at that very tick go to the current slot, below). A timer moves at most
-_LEVELS times in its life and a cancelled one never moves, so the wheel does
-no work per elapsed tick and none per armed timer.
+_LEVELS times in its life and a cancelled one never moves, so advance() does
+no work per elapsed tick and touches a timer only to move or fire it.
 
 Bitmap. One int has bit 64*L + s set exactly when level L slot s is occupied.
 Level-L slots all lie before the end of the current 64**(L+1) block, which is
@@ -202,6 +202,8 @@ class TimerWheel:
         earliest deadline falls, and advance(next_expiry()) always makes
         progress: it fires something or moves next_expiry() later. It may
         precede the first firing by a cascade, so callers just poll again.
+        (The tick bounds need tick numbers below 2**53, where float division
+        still tells ticks apart: epoch seconds at 1 us ticks are 1.8e15.)
         """
         bits = self._bits
         if not bits:
