@@ -13,6 +13,7 @@ makes "a request that fails validation changes nothing" hold.
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -188,18 +189,20 @@ def _one_of(allowed: frozenset[str]) -> Callable[[Any, str], str]:
     return check
 
 
+# Offset minutes are checked here: datetime reads "+00:60" as an hour.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:[Zz]|[+-]\d{2}:\d{2})")
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:[Zz]|[+-]\d{2}:[0-5]\d)")
 
 
 def parse_rfc3339(value: Any, path: str = "expiry_time") -> float:
     """UTC epoch seconds of an RFC 3339 date-time; the offset is mandatory
     because a reservation's expiry is an absolute instant."""
-    if type(value) is not str or not _RFC3339.fullmatch(value):
+    match = _RFC3339.fullmatch(value) if type(value) is str else None
+    if match is None:
         raise invalid(f"{path}: expected an RFC 3339 date-time with offset or Z "
                       f"(e.g. 2026-11-24T12:00:00Z), got {_describe(value)}")
     text = value.upper().replace(" ", "T").replace("Z", "+00:00")
-    fraction = _RFC3339.fullmatch(value).group(1)
+    fraction = match.group(1)
     if fraction and len(fraction) > 6:
         # datetime resolves microseconds; finer digits cannot change a decision.
         text = text.replace("." + fraction, "." + fraction[:6], 1)
@@ -209,8 +212,14 @@ def parse_rfc3339(value: Any, path: str = "expiry_time") -> float:
         raise invalid(f"{path}: {value!r} is not a valid date-time ({exc})") from None
 
 
+# reprlib bounds depth and width: a request can nest lists ~1000 deep within
+# msgpack's limits, deeper than repr() can recurse, and is shown in 40 characters anyway.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 40, 40
+
+
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -219,25 +228,41 @@ def _describe(value: Any) -> str:
 Field = tuple[Callable[[Any, str], Any], bool]   # (validator, required)
 
 
-def _fields(args: Any, spec: dict[str, Field], path: str) -> dict[str, Any]:
+class _Spec:
+    """The fields of one map at one place in a request, with every path string
+    made once here rather than on every request."""
+
+    __slots__ = ("path", "keys", "fields")
+
+    def __init__(self, path: str, fields: dict[str, Field]) -> None:
+        self.path = path
+        self.keys = fields.keys()
+        self.fields = tuple((key, check, required, f"{path}.{key}")
+                            for key, (check, required) in fields.items())
+
+
+_ABSENT = object()
+
+
+def _fields(args: Any, spec: _Spec) -> dict[str, Any]:
     """Validate a map against `spec`: no unknown keys (EVerest's schemas say
     additionalProperties: false), every required key present."""
     if type(args) is not dict:
-        raise invalid(f"{path}: expected a map, got {_describe(args)}")
-    for key in args:
-        if key not in spec:
-            raise invalid(f"{path}: unknown key {_describe(key)}; "
-                          f"expected {', '.join(spec)}")
+        raise invalid(f"{spec.path}: expected a map, got {_describe(args)}")
+    if not spec.keys >= args.keys():
+        for key in args:
+            if key not in spec.keys:
+                raise invalid(f"{spec.path}: unknown key {_describe(key)}; "
+                              f"expected {', '.join(spec.keys)}")
     out = {}
-    for key, (check, required) in spec.items():
-        if key in args:
-            value = args[key]
-            # nil for an optional field means absent, as in EVerest's optionals.
-            if value is None and not required:
-                continue
-            out[key] = check(value, f"{path}.{key}")
-        elif required:
-            raise invalid(f"{path}: missing required key {key!r}")
+    for key, check, required, path in spec.fields:
+        value = args.get(key, _ABSENT)
+        if value is _ABSENT:
+            if required:
+                raise invalid(f"{spec.path}: missing required key {key!r}")
+        # nil for an optional field means absent, as in EVerest's optionals.
+        elif value is not None or required:
+            out[key] = check(value, path)
     return out
 
 
@@ -256,20 +281,25 @@ _RESERVATION_CHECK: dict[str, Field] = {
 }
 
 
+_REQUEST_ARG = _Spec("args", {"request": (lambda v, p: v, True)})
+_RESERVATION_SPEC = _Spec("args.request", _RESERVATION)
+_RESERVATION_CHECK_SPEC = _Spec("args.request", _RESERVATION_CHECK)
+
+
 def _reserve_now(args: Any) -> ReserveNow:
-    request = _fields(_fields(args, {"request": (lambda v, p: v, True)}, "args")["request"],
-                      _RESERVATION, "args.request")
+    request = _fields(_fields(args, _REQUEST_ARG)["request"], _RESERVATION_SPEC)
     expiry = parse_rfc3339(request["expiry_time"], "args.request.expiry_time")
     return ReserveNow(Reservation(expiry=expiry, **request))
 
 
 def _exists_reservation(args: Any) -> ExistsReservation:
-    request = _fields(args, {"request": (lambda v, p: v, True)}, "args")["request"]
-    return ExistsReservation(**_fields(request, _RESERVATION_CHECK, "args.request"))
+    request = _fields(args, _REQUEST_ARG)["request"]
+    return ExistsReservation(**_fields(request, _RESERVATION_CHECK_SPEC))
 
 
-def _flat(cls: type, spec: dict[str, Field]) -> Callable[[Any], Any]:
-    return lambda args: cls(**_fields(args, spec, "args"))
+def _flat(cls: type, fields: dict[str, Field]) -> Callable[[Any], Any]:
+    spec = _Spec("args", fields)
+    return lambda args: cls(**_fields(args, spec))
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {

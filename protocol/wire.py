@@ -39,8 +39,8 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
         if request_id is not None and type(request_id) not in (int, str):
             request_id = None
             raise ProtocolError(BAD_REQUEST, "id must be an integer or a string")
-        extra = request.keys() - _REQUEST_KEYS
-        if extra:
+        if not _REQUEST_KEYS.issuperset(request):
+            extra = request.keys() - _REQUEST_KEYS
             raise ProtocolError(BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
                                              "a request has id, cmd, args")
         cmd = request.get("cmd")
