@@ -1,0 +1,164 @@
+"""The bare baselines the actor is measured against, each run as its own process.
+
+    python -m bench.echo ENDPOINT
+        A single-threaded ROUTER that only decodes each request (msgpack) and
+        encodes a reply map {"id", "ok": true, "result": <the request's cmd>}:
+        the floor of any msgpack-over-ROUTER server in Python, with no
+        validation, no decision and no updates.
+
+    python -m bench.echo --publisher CONTROL UPDATE
+        A bare PUB on UPDATE (with the actor's send high-water mark), driven
+        over a ROUTER on CONTROL, that publishes
+        pre-encoded two-frame messages shaped like the actor's updates (same
+        topics, same map keys, a `seq` counter). Control requests (msgpack maps):
+          {"cmd": "warm"}                          one message with seq 0 (slow joiners)
+          {"cmd": "publish", "first": S, "count": U, "rate": R, "templates": T}
+              encode U messages with seq S..S+U-1, then publish them paced at R
+              messages per second (0: as fast as possible); the reply's result is
+              {"t0", "t1"}: time.monotonic() at the first and after the last send.
+              T (optional): [[topic, map], ...], the bodies to cycle through (the
+              fanout suite passes updates captured from the actor, so sizes match).
+
+Both print one line to stderr once bound, like the actor:
+"echo serving on ENDPOINT" / "publisher serving on CONTROL, updates on UPDATE".
+SIGTERM (the default disposition) ends them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import msgpack
+import zmq
+
+TOPICS = (b"reservation_update", b"evse_reserved")
+
+try:
+    from actor.server import PUB_HIGH_WATER_MARK
+except ImportError:   # an actor without the setting uses ZeroMQ's default
+    PUB_HIGH_WATER_MARK = 1000
+
+
+def serve_echo(endpoint: str) -> None:
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    print(f"echo serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}",
+          file=sys.stderr, flush=True)
+    unpackb, packb = msgpack.unpackb, msgpack.packb
+    recv, send = router.recv_multipart, router.send_multipart
+    while True:
+        frames = recv()
+        try:
+            request = unpackb(frames[-1])
+            request_id, cmd = request.get("id"), request.get("cmd")
+        except Exception:
+            request_id = cmd = None
+        frames[-1] = packb({"id": request_id, "ok": True, "result": cmd})
+        send(frames)
+
+
+def update_messages(first: int, count: int, templates: list | None = None) -> list[list[bytes]]:
+    """`count` two-frame messages with seq first.., cycling through `templates`
+    ([topic, map] pairs) or else alternating the actor's two update shapes (a
+    reservation_update, then the evse_reserved it causes)."""
+    out = []
+    packb = msgpack.packb
+    if templates:
+        frames = [(topic.encode() if isinstance(topic, str) else topic, body)
+                  for topic, body in templates]
+        for n in range(count):
+            topic, body = frames[n % len(frames)]
+            out.append([topic, packb({**body, "seq": first + n})])
+        return out
+    for n in range(count):
+        seq = first + n
+        if n % 2 == 0:
+            body = {"reservation_id": 100000 + n // 4, "reservation_status":
+                    "Placed" if n % 4 == 0 else "Cancelled", "evse_id": 1, "seq": seq}
+            out.append([TOPICS[0], packb(body)])
+        else:
+            reserved = n % 4 == 1
+            body = {"evse_id": 1, "reserved": reserved,
+                    "reservation_id": 100000 + n // 4 if reserved else None, "seq": seq}
+            out.append([TOPICS[1], packb(body)])
+    return out
+
+
+def publish(pub: zmq.Socket, messages: list[list[bytes]], rate: float) -> tuple[float, float]:
+    send = pub.send_multipart
+    monotonic = time.monotonic
+    t0 = monotonic()
+    if rate <= 0:
+        for frames in messages:
+            send(frames)
+        return t0, monotonic()
+    # Paced in bursts of 4 (one reserve/cancel pair's worth of updates).
+    interval = 1.0 / rate
+    for n in range(0, len(messages), 4):
+        due = t0 + n * interval
+        ahead = due - monotonic()
+        if ahead > 0.001:
+            time.sleep(ahead - 0.0005)
+        while monotonic() < due:
+            pass
+        for frames in messages[n:n + 4]:
+            send(frames)
+    return t0, monotonic()
+
+
+def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
+    context = zmq.Context()
+    control = context.socket(zmq.ROUTER)
+    pub = context.socket(zmq.PUB)
+    for sock in (control, pub):
+        sock.setsockopt(zmq.LINGER, 0)
+    # The actor's own queue limit per listener, so losses compare like with like.
+    pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+    control.bind(control_endpoint)
+    pub.bind(update_endpoint)
+    print(f"publisher serving on {control.getsockopt_string(zmq.LAST_ENDPOINT)}, "
+          f"updates on {pub.getsockopt_string(zmq.LAST_ENDPOINT)}", file=sys.stderr, flush=True)
+    warm = update_messages(0, 1)[0]
+    while True:
+        frames = control.recv_multipart()
+        request = msgpack.unpackb(frames[-1])
+        cmd = request.get("cmd")
+        if cmd == "warm":
+            pub.send_multipart(warm)
+            result = None
+        elif cmd == "publish":
+            messages = update_messages(request["first"], request["count"],
+                                       request.get("templates"))
+            t0, t1 = publish(pub, messages, request.get("rate", 0))
+            result = {"t0": t0, "t1": t1}
+        else:
+            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False,
+                                        "error": {"code": "unknown_command", "message": str(cmd)}})
+            control.send_multipart(frames)
+            continue
+        frames[-1] = msgpack.packb({"id": request.get("id"), "ok": True, "result": result})
+        control.send_multipart(frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.echo", description=__doc__.split("\n")[0])
+    parser.add_argument("--publisher", action="store_true",
+                        help="run the bare publisher: ENDPOINT is its control ROUTER, UPDATE its PUB")
+    parser.add_argument("endpoint", metavar="ENDPOINT")
+    parser.add_argument("update", metavar="UPDATE", nargs="?")
+    args = parser.parse_args(argv)
+    if args.publisher:
+        if not args.update:
+            parser.error("--publisher needs CONTROL and UPDATE endpoints")
+        serve_publisher(args.endpoint, args.update)
+    else:
+        serve_echo(args.endpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

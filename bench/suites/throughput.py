@@ -1,0 +1,205 @@
+"""throughput: replies per second under many requests, actor against the bare echo.
+
+Client processes (1 or 4, started once with multiprocessing and reused) each
+send the reserve/cancel mix on their own EVSE of a 4-EVSE station: reserve id
+n, cancel id n, so every reserve is Accepted, every cancel returns true, and
+each request publishes two updates (checked through `stats`). Pipelined: a
+DEALER keeps WINDOW requests in flight, sending one more per reply. Lock-step:
+a REQ socket, one request at a time. All clients start at the same instant and
+run for a fixed time; the figure is the replies received in that time, summed
+over clients, per second. The bare echo gets the same request bytes from the
+same clients.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import zmq
+
+from bench.common import Context, Figure
+from bench.procs import (
+    Workers, serve_commands, servers, short_tmp, start_actor, start_echo, station_config,
+)
+
+WINDOW = 64
+EVSES = 4
+RING = 512            # reservation ids per client, reused in a cycle
+TIMEOUT_MS = 10_000
+OK = b"\xa2ok\xc3"    # msgpack for "ok": true
+
+
+def requests_for(index: int) -> list[bytes]:
+    """Client `index`'s cycle: reserve id n on its own EVSE, cancel id n."""
+    expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    base = (index + 1) * 10_000_000
+    out = []
+    for k in range(RING):
+        out.append(msgpack.packb({"id": 2 * k, "cmd": "reserve_now", "args": {"request": {
+            "reservation_id": base + k, "id_token": f"CLIENT{index}", "expiry_time": expiry,
+            "evse_id": index % EVSES + 1, "connector_type": "cCCS2"}}}))
+        out.append(msgpack.packb({"id": 2 * k + 1, "cmd": "cancel_reservation",
+                                  "args": {"reservation_id": base + k}}))
+    return out
+
+
+class _Client:
+    def __init__(self, index: int) -> None:
+        self.context = zmq.Context()
+        self.ring = requests_for(index)
+        self.sockets: dict[tuple[str, str], list] = {}   # (endpoint, mode) -> [socket, position]
+
+    def socket(self, endpoint: str, mode: str) -> list:
+        key = (endpoint, mode)
+        if key not in self.sockets:
+            sock = self.context.socket(zmq.REQ if mode == "req" else zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+            sock.connect(endpoint)
+            self.sockets[key] = [sock, 0]
+        return self.sockets[key]
+
+    def handle(self, command: tuple) -> object:
+        kind, endpoint, mode = command[:3]
+        entry = self.socket(endpoint, mode)
+        if kind == "warm":
+            entry[1] = self.lockstep(entry[0], entry[1], time.monotonic() + 0.05)[2]
+            return "ok"
+        start_at, duration = command[3:]
+        while time.monotonic() < start_at:
+            time.sleep(0.0005)
+        run = self.pipelined if mode == "dealer" else self.lockstep
+        received, bad, entry[1] = run(entry[0], entry[1], start_at + duration)
+        return received, bad
+
+    def lockstep(self, sock: zmq.Socket, pos: int, end: float) -> tuple[int, int, int]:
+        ring, n = self.ring, len(self.ring)
+        send, recv, monotonic = sock.send, sock.recv, time.monotonic
+        received = bad = 0
+        while monotonic() < end or pos % 2:
+            send(ring[pos % n])
+            pos += 1
+            if OK not in recv():
+                bad += 1
+            received += 1
+        return received, bad, pos
+
+    def pipelined(self, sock: zmq.Socket, pos: int, end: float) -> tuple[int, int, int]:
+        ring, n = self.ring, len(self.ring)
+        send, recv, monotonic = sock.send, sock.recv, time.monotonic
+        for _ in range(WINDOW):
+            send(ring[pos % n])
+            pos += 1
+        inflight = WINDOW
+        received = bad = 0
+        while True:
+            reply = recv()
+            inflight -= 1
+            if OK not in reply:
+                bad += 1
+            if monotonic() >= end:
+                break
+            received += 1
+            send(ring[pos % n])
+            pos += 1
+            inflight += 1
+        if pos % 2:   # the cancel of the last reserve, so the EVSE is free again
+            send(ring[pos % n])
+            pos += 1
+            inflight += 1
+        for _ in range(inflight):
+            if OK not in recv():
+                bad += 1
+        return received, bad, pos
+
+
+def client_process(conn, index: int) -> None:
+    client = _Client(index)
+    try:
+        serve_commands(conn, client.handle)
+    finally:
+        for sock, _ in client.sockets.values():
+            sock.close()
+        client.context.term()
+
+
+class _Stats:
+    """The actor's own counters, to check what the load made it do."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+        self.sock.connect(endpoint)
+
+    def __call__(self) -> dict:
+        self.sock.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+        return msgpack.unpackb(self.sock.recv())["result"]
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()
+
+
+def measure(ctx: Context, workers: Workers, label: str, endpoints: dict[str, str], mode: str,
+            clients: int, duration: float, reps: int, stats: _Stats) -> tuple[dict, float]:
+    for endpoint in endpoints.values():
+        workers.ask(("warm", endpoint, mode), 30, clients)
+    rates: dict[str, list[float]] = {name: [] for name in endpoints}
+    requests = updates = 0
+    for rep in range(reps):
+        ctx.progress(f"throughput {label}: repetition {rep + 1}/{reps}")
+        order = list(endpoints) if rep % 2 == 0 else list(reversed(endpoints))
+        for name in order:
+            before = stats() if name == "actor" else None
+            start_at = time.monotonic() + 0.05
+            results = workers.ask(("run", endpoints[name], mode, start_at, duration),
+                                  duration + 30, clients)
+            received = sum(r for r, _ in results)
+            bad = sum(b for _, b in results)
+            if bad:
+                raise RuntimeError(f"throughput {label}: {bad} error replies from {name}")
+            rates[name].append(received / duration)
+            if before is not None:
+                after = stats()
+                requests += after["requests"] - before["requests"] - 1
+                updates += after["updates_published"] - before["updates_published"]
+                if after["active_reservations"] != before["active_reservations"]:
+                    raise RuntimeError(f"throughput {label}: reservations left active")
+    return rates, updates / max(1, requests)
+
+
+def run(ctx: Context) -> list[Figure]:
+    reps = ctx.reps()
+    duration = 0.4 if ctx.quick else 2.0
+    configs = [("dealer", 1), ("dealer", 4), ("req", 1)] + ([] if ctx.quick else [("req", 4)])
+    figures = []
+    with short_tmp() as tmp, servers() as started, Workers(client_process, 4) as workers:
+        station = station_config(tmp, EVSES)
+        actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
+                            config=station)
+        started.append(actor)
+        echo = start_echo("tcp://127.0.0.1:*")
+        started.append(echo)
+        for mode, clients in configs:
+            kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
+            label = f"{kind} x{clients}"
+            stats = _Stats(actor.endpoint)
+            try:
+                rates, per_request = measure(
+                    ctx, workers, label, {"actor": actor.endpoint, "echo": echo.endpoint},
+                    mode, clients, duration, reps, stats)
+            finally:
+                stats.close()
+            note = (f"{clients} client process{'es' if clients > 1 else ''}"
+                    f"{f', window {WINDOW} each' if mode == 'dealer' else ''}, {duration:g} s per "
+                    f"repetition, tcp; actor on --store :memory:; {per_request:.2f} updates "
+                    "published per request")
+            figures.append(Figure(
+                suite="throughput", name=f"reserve/cancel, {label}", unit="req/s",
+                samples=rates["actor"], baseline="bare echo", baseline_samples=rates["echo"],
+                higher_is_better=True, target=0.7 if mode == "dealer" else None,
+                note=note, params={"mode": mode, "clients": clients}))
+    return figures
