@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def watch(args: argparse.Namespace) -> int:
+def watch(args: argparse.Namespace) -> None:
     try:
         with Watcher(args.endpoint, args.update_endpoint, timeout=args.timeout,
                      server_key=args.server_key, client_key=args.client_key) as watcher:
@@ -120,14 +120,7 @@ def watch(args: argparse.Namespace) -> int:
                 line = {"resync": body["seq"]} if topic == RESYNC else {"topic": topic, **body}
                 print(json.dumps(line), flush=True)
     except KeyboardInterrupt:
-        return 0
-    except CommandFailed as exc:
-        print(f"reservation-ctl: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError as exc:
-        print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
-        return 2
-    return 0
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,17 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     if (args.server_key is None) != (args.client_key is None):
         print("reservation-ctl: CURVE needs both --server-key and --client-key", file=sys.stderr)
         return 2
-    if args.command == "watch":
-        return watch(args)
-    with Client(args.endpoint, timeout=args.timeout, server_key=args.server_key,
-                client_key=args.client_key) as client:
-        try:
+    try:
+        if args.command == "watch":
+            watch(args)
+            return 0
+        with Client(args.endpoint, timeout=args.timeout, server_key=args.server_key,
+                    client_key=args.client_key) as client:
             result = COMMANDS[args.command](client, args)
-        except CommandFailed as exc:
-            print(f"reservation-ctl: {exc}", file=sys.stderr)
-            return 1
-        except TimeoutError as exc:
-            print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
-            return 2
+    except CommandFailed as exc:
+        print(f"reservation-ctl: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2 if isinstance(result, (dict, list)) else None))
     return 0

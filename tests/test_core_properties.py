@@ -24,6 +24,9 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     PlugEvent, ProtocolError, UseReservation, parse_command,
 )
+# The connector table as the issue states it, written out once in test_connector.
+from tests.test_connector import SPEC_TRANSITIONS as TRANSITIONS
+
 
 START = 1000.0
 TICK = 0.01
@@ -36,22 +39,6 @@ STATUSES = {"Placed", "Cancelled", "Removed", "Expired", "Used"}
 EVENTS = ("Enable", "Disable", "Faulted", "ErrorCleared", "TransactionStarted", "SessionFinished")
 IN_USE = {"Occupied", "FaultedOccupied"}
 
-# The connector table, from the issue text.
-TRANSITIONS = {
-    ("Available", "TransactionStarted"): "Occupied",
-    ("Available", "Disable"): "Unavailable",
-    ("Available", "Faulted"): "Faulted",
-    ("Unavailable", "Enable"): "Available",
-    ("Unavailable", "Faulted"): "UnavailableFaulted",
-    ("Faulted", "ErrorCleared"): "Available",
-    ("Faulted", "Disable"): "UnavailableFaulted",
-    ("Occupied", "SessionFinished"): "Available",
-    ("Occupied", "Faulted"): "FaultedOccupied",
-    ("FaultedOccupied", "ErrorCleared"): "Occupied",
-    ("FaultedOccupied", "SessionFinished"): "Faulted",
-    ("UnavailableFaulted", "Enable"): "Faulted",
-    ("UnavailableFaulted", "ErrorCleared"): "Unavailable",
-}
 STRENGTH = {"Unavailable": (1, "Unavailable"), "Faulted": (2, "Faulted"),
             "UnavailableFaulted": (2, "Faulted"), "Occupied": (3, "Occupied"),
             "FaultedOccupied": (3, "Occupied")}
