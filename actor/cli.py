@@ -10,7 +10,7 @@ from dataclasses import replace
 import zmq
 
 from .config import ConfigError, load_config
-from .security import SecurityError, keygen
+from .security import SecurityError, curve_keys, keygen
 from .server import Actor
 from .store import SYNCHRONOUS_MODES, StoreError, default_store_path, open_store
 
@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, command_endpoint=args.command_endpoint)
     if args.update_endpoint:
         config = replace(config, update_endpoint=args.update_endpoint)
+    try:
+        # Before the store: a refused start-up leaves no trace.
+        keys = curve_keys(config, insecure=args.insecure)
+    except SecurityError as exc:
+        print(f"reservation-actor: {exc}", file=sys.stderr)
+        return 2
     path = args.store or config.store_path or default_store_path()
     try:
         store = open_store(path, synchronous=args.synchronous or config.store_synchronous,
@@ -85,14 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     logging.getLogger("reservation_actor").info(
         "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
-    actor = Actor(config, store, insecure=args.insecure)
+    actor = Actor(config, store, keys=keys)
     try:
         actor.bind()
-    except SecurityError as exc:
-        print(f"reservation-actor: {exc}", file=sys.stderr)
-        actor.close()
-        store.close()
-        return 2
     except zmq.ZMQError as exc:
         print(f"reservation-actor: cannot bind {config.command_endpoint} / "
               f"{config.update_endpoint}: {exc}", file=sys.stderr)
@@ -104,4 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         actor.close()
         store.close()
+        # Closing the context waits out the sockets' short linger, so replies
+        # of the last turn are flushed before the process exits.
+        actor.context.term()
     return 0

@@ -17,10 +17,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
 from zmq.utils import z85
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("reservation_actor")
 
@@ -59,6 +63,24 @@ class CurveKeys:
         sock.curve_server = True
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
+
+
+def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:
+    """The actor's CURVE keys from [security], or None to serve without them,
+    which is refused (SecurityError) for an endpoint other hosts can reach
+    unless `insecure`: anyone reaching it could reserve every EVSE."""
+    if config.secret_key_file:
+        return CurveKeys.load(config.secret_key_file, config.authorized_keys)
+    exposed = [e for e in (config.command_endpoint, config.update_endpoint) if not is_loopback(e)]
+    if exposed and not insecure:
+        raise SecurityError(
+            f"refusing to serve {', '.join(exposed)} without CURVE: anyone who can reach "
+            "it could reserve every EVSE. Configure [security] (see `reservation-actor "
+            "keygen`), bind to 127.0.0.1 or ipc://, or pass --insecure")
+    if exposed:
+        log.warning("INSECURE: serving %s without authentication or encryption (--insecure)",
+                    ", ".join(exposed))
+    return None
 
 
 class ZapHandler:

@@ -12,6 +12,7 @@ the core is rebuilt from the store, so memory equals what is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from protocol.wire import decode_request, encode_error, encode_result, TOPIC_RES
 
 from .config import Config
 from .core import ReservationCore
-from .security import CurveKeys, SecurityError, ZapHandler, is_loopback
+from .security import CurveKeys, ZapHandler
 from .store import Store, StoreError
 
 log = logging.getLogger("reservation_actor")
@@ -94,11 +95,13 @@ class UtcClock:
 
 
 class Actor:
-    def __init__(self, config: Config, store: Store, *, context: zmq.Context | None = None,
-                 clock: UtcClock | None = None, insecure: bool = False) -> None:
+    def __init__(self, config: Config, store: Store, *, keys: CurveKeys | None = None,
+                 context: zmq.Context | None = None, clock: UtcClock | None = None) -> None:
+        """`keys`: CURVE on both sockets (see security.curve_keys, which also
+        decides whether serving without them is allowed)."""
         self.config = config
         self.store = store
-        self.insecure = insecure
+        self.keys = keys
         self.clock = clock or UtcClock()
         self.context = context or zmq.Context.instance()
         # Start-up updates (expired or removed while down) go out once bound.
@@ -127,23 +130,8 @@ class Actor:
     # -- life cycle -----------------------------------------------------------------
 
     def bind(self) -> None:
-        """Bind both sockets. Raises SecurityError for a setting that would
-        expose the actor, before anything is bound."""
         config = self.config
-        endpoints = (config.command_endpoint, config.update_endpoint)
-        keys = None
-        if config.secret_key_file:
-            keys = CurveKeys.load(config.secret_key_file, config.authorized_keys)
-        else:
-            exposed = [e for e in endpoints if not is_loopback(e)]
-            if exposed and not self.insecure:
-                raise SecurityError(
-                    f"refusing to serve {', '.join(exposed)} without CURVE: anyone who can reach "
-                    "it could reserve every EVSE. Configure [security] (see `reservation-actor "
-                    "keygen`), bind to 127.0.0.1 or ipc://, or pass --insecure")
-            if exposed:
-                log.warning("INSECURE: serving %s without authentication or encryption "
-                            "(--insecure)", ", ".join(exposed))
+        keys = self.keys
         if keys is not None:
             self.zap = ZapHandler(self.context, keys)
         self.router = self.context.socket(zmq.ROUTER)
@@ -179,11 +167,19 @@ class Actor:
         self._stopping = True
 
     def close(self) -> None:
+        bound = []
         for sock in (self.router, self.pub):
             if sock is not None:
+                bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
                 sock.close()
         if self.zap is not None:
             self.zap.close()
+        for endpoint in bound:
+            # libzmq leaves ipc socket files behind; a stale one misleads operators.
+            transport, _, path = endpoint.partition("://")
+            if transport == "ipc" and path and not path.startswith("@"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def serve(self, *, handle_signals: bool = True) -> None:
         """Run until stop() or SIGINT/SIGTERM. Signals wake the poller through

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import datetime, timezone
@@ -185,3 +186,8 @@ def test_signal_stops_the_actor_cleanly(actor, sig):
     with actor.client() as client:
         assert client.ping() == "pong"
     assert actor.stop(sig) == 0
+    # No stale ipc socket files are left for the next start to trip over.
+    for endpoint in (actor.command_endpoint, actor.update_endpoint):
+        transport, _, path = endpoint.partition("://")
+        if transport == "ipc":
+            assert not os.path.exists(path)
