@@ -11,7 +11,6 @@ A turn is triggered by a ping, so it never waits for a deadline in real time.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 import pytest
 import zmq
@@ -23,6 +22,7 @@ from actor.server import Actor, UtcClock
 from actor.store import Store
 from protocol.client import Client, result_of
 from protocol.messages import parse_command
+from .helpers import rfc3339
 
 T0 = 1_800_000_000.0    # 2027-01-15T08:00:00Z: the wall clock when each test starts
 MONO0 = 5_000.0         # the monotonic clock then (any value: only differences count)
@@ -30,9 +30,6 @@ TICK = 0.01
 HOUR = 3600.0
 EVSES = 6
 
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class FakeTime:

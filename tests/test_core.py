@@ -7,7 +7,6 @@ name says which.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 
@@ -16,6 +15,7 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     PlugEvent, ProtocolError, UseReservation, parse_command,
 )
+from .helpers import rfc3339
 
 NOW = 1000.0
 TICK = 0.01
@@ -40,9 +40,6 @@ RESERVED = "evse_reserved"
 def make_core(evses=DUAL, **kwargs) -> ReservationCore:
     return ReservationCore(evses, tick=TICK, now=NOW, **kwargs)
 
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def request(rid, token="TOKEN", *, evse=None, ctype=None, parent=None, expiry=EXPIRY) -> dict:

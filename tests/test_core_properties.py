@@ -11,7 +11,6 @@ guarantee code.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -26,6 +25,7 @@ from protocol.messages import (
 )
 # The connector table as the issue states it, written out once in test_connector.
 from tests.test_connector import SPEC_TRANSITIONS as TRANSITIONS
+from tests.helpers import rfc3339
 
 
 START = 1000.0
@@ -43,9 +43,6 @@ STRENGTH = {"Unavailable": (1, "Unavailable"), "Faulted": (2, "Faulted"),
             "UnavailableFaulted": (2, "Faulted"), "Occupied": (3, "Occupied"),
             "FaultedOccupied": (3, "Occupied")}
 
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def car(r: dict) -> str:

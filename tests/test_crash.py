@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timezone
 
 import pytest
 
 from .conftest import start_actor
+from .helpers import rfc3339
 
 EVSES = 20
 ROUNDS = 5
@@ -34,9 +34,6 @@ SEED = 20261124
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def write_config(directory) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import datetime, timezone
 
 import msgpack
 import pytest
@@ -13,34 +12,14 @@ import zmq
 
 from protocol.client import CommandFailed
 
-PROBE_ID = 2_000_000_000
+from .helpers import in_future, rfc3339, wait_until_subscribed
 
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def in_future(seconds: float = 600) -> str:
-    return rfc3339(time.time() + seconds)
 
 
 def synced_subscriber(actor, client):
-    """A subscriber known to be receiving: PUB drops what is sent before the
-    subscription reaches it, so place and cancel a probe reservation until its
-    updates arrive, then drain them. The station is left as it was."""
     sub = actor.subscriber()
-    while True:
-        assert client.reserve_now(reservation_id=PROBE_ID, id_token="probe",
-                                  expiry_time=in_future()) == "Accepted"
-        assert client.cancel_reservation(PROBE_ID)
-        try:
-            topic, body = sub.recv(timeout=0.2)
-        except TimeoutError:
-            continue
-        seq = client.get_state()["seq"]
-        while body["seq"] < seq:
-            topic, body = sub.recv(timeout=5)
-        return sub
+    wait_until_subscribed(sub, client)
+    return sub
 
 
 def test_every_command_round_trips(actor):

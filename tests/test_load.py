@@ -24,7 +24,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import msgpack
@@ -32,6 +31,7 @@ import pytest
 import zmq
 
 from protocol.client import Client
+from .helpers import rfc3339
 
 ROOT = Path(__file__).resolve().parent.parent
 _BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
@@ -49,9 +49,6 @@ SOAK_CYCLES = 1_000_000
 CI_CYCLES = 100_000
 RSS_GROWTH = 0.10
 
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def write_station(directory: str | Path, evses: int) -> str:

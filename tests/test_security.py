@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import msgpack
@@ -32,16 +31,12 @@ from protocol.client import Client, Subscriber
 from protocol.wire import UNPACK_LIMITS
 
 from .conftest import endpoints_for, start_actor
+from .helpers import in_future, wait_until_subscribed
 
 ROOT = Path(__file__).resolve().parent.parent
 CTL = Path(sys.executable).with_name("reservation-ctl")
 LOOPBACK = dict(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
 NOTHING_WITHIN = 1.0   # seconds a refused peer is given to receive something it must not
-
-
-def in_future(seconds: float = 600) -> str:
-    moment = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def reserve_args(reservation_id: int, evse_id: int | None = 1) -> dict:
@@ -145,25 +140,6 @@ def friend(pki, endpoint: str, **kwargs) -> Client:
     return Client(endpoint, server_key=pki["server_key"], client_key=pki["client_key"], **kwargs)
 
 
-def synced(sub: Subscriber, client: Client) -> None:
-    """Wait until `sub` receives (PUB drops what precedes the subscription), by
-    placing and cancelling a probe reservation, then drain up to the current seq."""
-    deadline = time.monotonic() + 10
-    while True:
-        assert time.monotonic() < deadline, "subscriber never received an update"
-        assert client.reserve_now(reservation_id=999_999, id_token="probe",
-                                  expiry_time=in_future()) == "Accepted"
-        assert client.cancel_reservation(999_999)
-        try:
-            _, body = sub.recv(timeout=0.2)
-        except TimeoutError:
-            continue
-        seq = client.get_state()["seq"]
-        while body["seq"] < seq:
-            _, body = sub.recv(timeout=5)
-        return
-
-
 def test_authorized_client_pings_and_reserves(secure_actor, pki):
     assert "CURVE" in "".join(secure_actor.log)
     with friend(pki, secure_actor.command_endpoint) as client:
@@ -183,7 +159,7 @@ def test_authorized_subscriber_receives_updates_and_others_receive_nothing(secur
             Subscriber(endpoint) as plain:
         # The stranger's handshake reaches the ZAP handler and is refused.
         wait_until(lambda: client.stats()["clients_refused"] >= 1, what="stranger refused")
-        synced(sub, client)
+        wait_until_subscribed(sub, client)
         start = client.get_state()["seq"]
         assert client.reserve_now(reservation_id=7, id_token="T", evse_id=2,
                                   expiry_time=in_future()) == "Accepted"

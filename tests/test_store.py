@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,7 @@ from protocol.messages import (
 )
 
 from .conftest import start_actor
+from .helpers import rfc3339
 
 NOW = 1000.0
 TICK = 0.01
@@ -59,9 +59,6 @@ def station(n: int) -> list[tuple[int, list[tuple[int, str]]]]:
 
 
 # -- helpers ------------------------------------------------------------------------
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def reservation(rid, token="TOKEN", *, evse=None, ctype=None, parent=None,

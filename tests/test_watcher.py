@@ -23,7 +23,7 @@ from actor.server import PUB_HIGH_WATER_MARK
 from protocol.client import RESYNC, Watcher
 
 from .conftest import start_actor
-from .test_end_to_end import PROBE_ID, in_future
+from .helpers import PROBE_ID, in_future
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,38 @@
+"""Small helpers shared by the tests that talk to a running actor."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from protocol.client import Client, Subscriber
+
+PROBE_ID = 2_000_000_000   # a reservation id no test uses for anything else
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def in_future(seconds: float = 600) -> str:
+    return rfc3339(time.time() + seconds)
+
+
+def wait_until_subscribed(sub: Subscriber, client: Client, within: float = 10.0) -> None:
+    """Return once `sub` receives: PUB drops what is sent before a subscription
+    reaches it, so place and cancel a probe reservation until its updates
+    arrive, then drain up to the current seq. The station is left as it was."""
+    deadline = time.monotonic() + within
+    while True:
+        assert time.monotonic() < deadline, "subscriber never received an update"
+        assert client.reserve_now(reservation_id=PROBE_ID, id_token="probe",
+                                  expiry_time=in_future()) == "Accepted"
+        assert client.cancel_reservation(PROBE_ID)
+        try:
+            _, body = sub.recv(timeout=0.2)
+        except TimeoutError:
+            continue
+        seq = client.get_state()["seq"]
+        while body["seq"] < seq:
+            _, body = sub.recv(timeout=5)
+        return
