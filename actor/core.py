@@ -144,7 +144,7 @@ class ReservationCore:
         self._free: Counter[frozenset[str]] | None = None
         self._position = {evse_id: n for n, evse_id in enumerate(self._evses)}
         self._held_shown = False
-        self._shown = {evse_id: None for evse_id in self._evses}
+        self._reset_shown({evse_id: None for evse_id in self._evses})
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         # What changed since take_changes(), for the store. Dicts keep the order
@@ -166,16 +166,11 @@ class ReservationCore:
                                                   "seq": self.seq},
         }
 
-    # `_shown` is what evse_reserved last published per EVSE. Assigning it
-    # whole (start-up, restore) means nothing is known about what changed since,
-    # so the next _publish_reserved compares every EVSE.
-    @property
-    def _shown(self) -> dict[int, int | None]:
-        return self._shown_map
-
-    @_shown.setter
-    def _shown(self, shown: dict[int, int | None]) -> None:
-        self._shown_map = shown
+    def _reset_shown(self, shown: dict[int, int | None]) -> None:
+        """Take `shown` as what evse_reserved last published per EVSE. Nothing
+        is known about what changed since, so the next _publish_reserved
+        compares every EVSE (`_touched` None) instead of the touched ones."""
+        self._shown = shown
         self._touched: set[int] | None = None
 
     # -- entry points ------------------------------------------------------------
@@ -237,7 +232,7 @@ class ReservationCore:
                                      else "Removed", updates)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
-        self._shown = self._reserved_view()
+        self._reset_shown(self._reserved_view())
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
             self._end(reservation, "Expired", updates)
         # The guarantee under the loaded connector states. Plug flags do not count:
