@@ -94,12 +94,15 @@ class Evse:
         self.plugged_in = False
         self.reservation: Reservation | None = None   # its EVSE-specific reservation
 
+    def car_on_connector(self) -> bool:
+        return any(c.state in IN_USE for c in self.connectors.values())
+
     def in_use(self) -> bool:
-        return self.plugged_in or any(c.state in IN_USE for c in self.connectors.values())
+        return self.plugged_in or self.car_on_connector()
 
     def is_free(self, *, plug_counts: bool = True) -> bool:
-        return self.reservation is None and not (plug_counts and self.plugged_in) and not any(
-            c.state in IN_USE for c in self.connectors.values())
+        return (self.reservation is None and not (plug_counts and self.plugged_in)
+                and not self.car_on_connector())
 
     def signature(self) -> frozenset[str]:
         """The car types' view of this EVSE: the types of its Available connectors."""

@@ -30,12 +30,13 @@ from actor.server import Actor
 from actor.store import SCHEMA_VERSION, Changes, Store, StoreError
 from protocol.client import Client, CommandFailed
 from protocol.messages import (
-    CancelReservation, ConnectorEvent, GetState, PlugEvent, Reservation, UseReservation,
+    CancelReservation, ConnectorEvent, PlugEvent, Reservation, UseReservation,
     parse_command, parse_rfc3339,
 )
 
 from .conftest import start_actor
 from .helpers import rfc3339
+from .test_core import live as ids, request, state as view, statuses
 
 NOW = 1000.0
 TICK = 0.01
@@ -69,15 +70,8 @@ def reservation(rid, token="TOKEN", *, evse=None, ctype=None, parent=None,
                        connector_type=ctype)
 
 
-def reserve_cmd(rid, token="TOKEN", *, evse=None, ctype=None, parent=None, expiry=EXPIRY):
-    request = {"reservation_id": rid, "id_token": token, "expiry_time": rfc3339(expiry)}
-    if evse is not None:
-        request["evse_id"] = evse
-    if ctype is not None:
-        request["connector_type"] = ctype
-    if parent is not None:
-        request["parent_id_token"] = parent
-    return parse_command("reserve_now", {"request": request})
+def reserve_cmd(rid, token="TOKEN", *, expiry=EXPIRY, **fields):
+    return parse_command("reserve_now", {"request": request(rid, token, expiry=expiry, **fields)})
 
 
 def make_core(evses, now=NOW) -> ReservationCore:
@@ -111,19 +105,6 @@ def load(path):
         return store.load()
     finally:
         store.close()
-
-
-def view(core, now=NOW) -> dict:
-    return core.apply(GetState(), now).result
-
-
-def ids(core, now=NOW) -> list[int]:
-    return [r["reservation_id"] for r in view(core, now)["reservations"]]
-
-
-def statuses(updates) -> list[tuple[int, str]]:
-    return [(body["reservation_id"], body["reservation_status"])
-            for topic, body in updates if topic == UPDATE]
 
 
 @pytest.fixture
