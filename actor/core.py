@@ -363,6 +363,8 @@ class ReservationCore:
     def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
         return {
             "seq": self.seq,
+            "reservations_enabled": self.reservations_enabled,
+            "non_evse_specific": self.non_evse_specific,
             "reservations": [r.to_wire() for r in self._reservations.values()],
             "evses": [{"id": evse.id, **_evse_state(evse),
                        "reserved": self._shown[evse.id] is not None,

@@ -132,6 +132,14 @@ def test_no_evse_id_with_non_evse_specific_disabled_is_rejected():
     assert live(core) == []
 
 
+def test_get_state_tells_what_the_station_takes():
+    # A bridge (OCPP ReserveConnectorZeroSupported, ReservationCtrlr) learns it here.
+    assert {k: state(make_core())[k] for k in ("reservations_enabled", "non_evse_specific")} == \
+        {"reservations_enabled": True, "non_evse_specific": True}
+    core = make_core(reservations_enabled=False, non_evse_specific=False)
+    assert (state(core)["reservations_enabled"], state(core)["non_evse_specific"]) == (False, False)
+
+
 def test_non_evse_specific_disabled_still_accepts_specific():
     core = make_core(non_evse_specific=False)
     assert reserve(core, 1, evse=1).result == "Accepted"
