@@ -48,6 +48,8 @@ class Config:
     secret_key_file: str | None = None   # CURVE on both sockets when set
     authorized_keys: str | None = None   # directory of client *.key certificates
     max_message_bytes: int = 64 * 1024
+    turn_reply_bytes: int = 1024 * 1024         # replies per loop turn; 0: no bound
+    peer_unread_bytes: int = 4 * 1024 * 1024    # a peer's unread replies before it waits; 0: no bound
 
 
 _SECTIONS = {
@@ -56,7 +58,7 @@ _SECTIONS = {
     "timer": {"tick_ms"},
     "store": {"path", "synchronous"},
     "security": {"secret_key_file", "authorized_keys"},
-    "limits": {"max_message_bytes"},
+    "limits": {"max_message_bytes", "turn_reply_bytes", "peer_unread_bytes"},
 }
 
 
@@ -108,6 +110,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     if not 256 <= max_message_bytes <= 64 * 1024 * 1024:
         raise ConfigError(f"limits.max_message_bytes must be between 256 and {64 * 1024 * 1024}, "
                           f"got {max_message_bytes}")
+    limits = data.get("limits", {})
+    fairness = {key: _typed(limits.get(key, getattr(Config, key)), int, f"limits.{key}")
+                for key in ("turn_reply_bytes", "peer_unread_bytes")}
+    for key, value in fairness.items():
+        if value < 0:
+            raise ConfigError(f"limits.{key} must be 0 (no bound) or a number of bytes, got {value}")
     return Config(
         evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
         reservations_enabled=_typed(reservations.get("enabled", True), bool, "reservations.enabled"),
@@ -123,6 +131,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         secret_key_file=_path(security, "secret_key_file"),
         authorized_keys=_path(security, "authorized_keys"),
         max_message_bytes=max_message_bytes,
+        **fairness,
     )
 
 

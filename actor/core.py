@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
-    Ping, PlugEvent, Reservation, ReserveNow, Stats, UseReservation, invalid,
+    Ping, PlugEvent, Reservation, ReserveNow, UseReservation, invalid,
 )
 from protocol.wire import TOPIC_EVSE_RESERVED, TOPIC_EVSE_STATE, TOPIC_RESERVATION_UPDATE
 
@@ -165,8 +165,6 @@ class ReservationCore:
             IsChargingPossible: self._is_charging_possible,
             GetState: self._get_state,
             Ping: lambda command, now, updates: "pong",
-            Stats: lambda command, now, updates: {"active_reservations": len(self._reservations),
-                                                  "seq": self.seq},
         }
 
     def _reset_shown(self, shown: dict[int, int | None]) -> None:
@@ -209,12 +207,16 @@ class ReservationCore:
     def reservations(self) -> list[Reservation]:
         return list(self._reservations.values())
 
+    @property
+    def active_reservations(self) -> int:
+        return len(self._reservations)
+
     def restore(self, stored: StoredState, now: float) -> list[tuple[str, dict[str, Any]]]:
         """Take over a stored image on a fresh core, applying what happened while
         the actor was down: reservations past their expiry end Expired; those whose
         EVSE or connector type the station no longer has, or that no longer fit
         beside older ones, end Removed. Returns the updates to publish."""
-        self.seq = stored.seq
+        self.seq = self._taken_seq = stored.seq
         for evse_id, (plugged_in, states) in stored.evses.items():
             evse = self._evses.get(evse_id)
             if evse is None:
@@ -225,14 +227,19 @@ class ReservationCore:
                     evse.connectors[connector_id].state = state
         self._free = None
         updates: list[tuple[str, dict[str, Any]]] = []
+        ended = []
         for reservation in stored.reservations:
             if self._restorable(reservation):
                 self._link(reservation)
                 self._wheel.schedule(reservation.reservation_id, reservation.expiry)
             else:
-                self._dirty_reservations[reservation.reservation_id] = None
-                self._publish_update(reservation, "Expired" if reservation.expiry <= now
-                                     else "Removed", updates)
+                ended.append(reservation)
+        # What is linked is what the store holds: only what start-up ends is a change.
+        self._dirty_reservations = {}
+        for reservation in ended:
+            self._dirty_reservations[reservation.reservation_id] = None
+            self._publish_update(reservation, "Expired" if reservation.expiry <= now
+                                 else "Removed", updates)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
         self._reset_shown(self._reserved_view())
@@ -247,12 +254,15 @@ class ReservationCore:
 
     def _restorable(self, reservation: Reservation) -> bool:
         """A stored reservation the station can still hold: its EVSE (if any) is
-        configured, not already taken, and has a connector of its type."""
+        configured, not already taken, and has an Available connector of its
+        type; without one, the live rules (a connector of its type leaving
+        Available) would have removed it."""
         if reservation.evse_id is None:
             return True
         evse = self._evses.get(reservation.evse_id)
         return evse is not None and evse.reservation is None and any(
-            types_match(car_type(reservation), c.type) for c in evse.connectors.values())
+            c.state == AVAILABLE and types_match(car_type(reservation), c.type)
+            for c in evse.connectors.values())
 
     def take_changes(self) -> Changes | None:
         """What changed since the last call, for the store; None when nothing did."""

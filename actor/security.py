@@ -99,6 +99,15 @@ class ZapHandler:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if len(frames) < 6:
+                # Not a ZAP request libzmq would send; answer what can be answered.
+                if len(frames) >= 2:
+                    self.socket.send_multipart([*frames[:2], b"400", b"malformed ZAP request",
+                                                b"", b""])
+                else:
+                    self.socket.send_multipart([b"1.0", b"", b"400", b"malformed ZAP request",
+                                                b"", b""])
+                continue
             # version, request id, domain, address, identity, mechanism, credentials...
             version, request_id, _domain, address, _identity, mechanism = frames[:6]
             credentials = frames[6:]

@@ -1,13 +1,37 @@
 """The actor: one thread, one poller, the reservation core in the middle.
 
-Each loop turn: poll (sleeping until the next expiry at most), read the clock
-once, end what expired, then drain the ROUTER of what has arrived (up to
-BATCH requests), deciding each with the core; commit what the turn changed to
-the store in one transaction (group commit: one fsync per turn, not per
-request); then reply to every request of the turn and publish the updates they
-caused, in seq order. Nothing leaves before its commit. If the commit fails,
-every request of the turn is answered store_failed, nothing is published, and
-the core is rebuilt from the store, so memory equals what is on disk.
+Theory of operation
+-------------------
+A loop turn is five steps, one method each:
+
+1. wait: poll until a request, a ZAP request or a signal arrives, the next
+   expiry is due, or a held-back commit is to be retried; read the clock once.
+2. decide: end what expired, then take requests (up to BATCH, and no more once
+   the turn's replies pass `turn_reply_bytes`) and decide each with the core;
+   `stats` is answered here, from the loop's own counters.
+3. commit: store what the turn changed in one transaction (group commit: one
+   fsync per turn, not per request). Nothing leaves before its commit.
+4. reply, with the routing frames each request came with.
+5. publish the updates, in seq order.
+
+A failed commit fails only that turn's writes: the requests that changed
+something (and any decided after them, whose answers saw those changes) are
+answered store_failed, and the core is rebuilt from the store, so memory
+equals the disk and nothing a client sent is pending. What the actor changes
+on its own (an expiry; what start-up or that rebuild ended) cannot be
+refused, so it is held, unpublished, and its commit retried with a backoff
+(RETRY_FIRST doubling to RETRY_CAP) instead of on every turn; reads are
+answered meanwhile. The failure is logged when it starts, every
+STILL_FAILING_EVERY seconds while it lasts, and when it ends.
+
+Fairness. A turn is bounded by the bytes of its replies as well as by their
+number, so one client's expensive requests (get_state on a large station)
+leave room between them for expiries and other clients. A peer whose replies
+are not being read stops being served: replies of TRACKED_REPLY_BYTES or more
+are tracked until libzmq has handed them to the kernel, and while more than
+`peer_unread_bytes` of a peer's are still waiting, its requests are parked, in
+order, and decided once it catches up (at most MAX_PARKED; past that they are
+shed, like messages past a high-water mark, and counted).
 """
 
 from __future__ import annotations
@@ -19,17 +43,17 @@ import os
 import signal
 import socket
 import time
-from collections import Counter
-from typing import Any, Callable
+from collections import Counter, deque
+from typing import Any
 
 import msgpack
 import zmq
 
-from protocol.messages import (
-    BAD_REQUEST, INTERNAL, STORE_FAILED, ProtocolError, Stats, parse_command,
-)
-from protocol.wire import decode_request, encode_error, encode_result, TOPIC_RESERVATION_UPDATE
+from protocol.messages import ProtocolError, parse_command
+from protocol.vocabulary import Command, ErrorCode, Topic
+from protocol.wire import decode_request, encode_error, encode_result
 
+from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
 from .security import CurveKeys, ZapHandler
@@ -42,6 +66,11 @@ BATCH = 256   # requests decided per loop turn before replying; bounds reply lat
 MAX_FRAMES = 8
 PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
 MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
+RETRY_FIRST, RETRY_CAP = 0.1, 5.0   # seconds between retries of a held-back commit
+STILL_FAILING_EVERY = 30.0          # seconds between "still failing" log lines
+TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
+MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
+PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
 
 # Frames are sent with Socket.send and int flags: send_multipart's checks and
 # flag arithmetic cost more than the send itself (a third of publishing).
@@ -49,7 +78,10 @@ _MORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_TOPIC_FRAMES: dict[str, bytes] = {}
+_TOPIC_FRAMES = {topic: topic.value.encode() for topic in Topic}
+_STORE_FAILED_MESSAGE = ("the store could not record this turn's changes (disk full or I/O "
+                         "error), so nothing was changed; the actor keeps serving, retry later")
+_PARKED = object()   # _next_request: a request was read and parked, not to be decided now
 
 
 def _log_reservation(body: dict[str, Any]) -> None:
@@ -61,37 +93,23 @@ def _log_reservation(body: dict[str, Any]) -> None:
                               "_publish"))
 
 
-class UtcClock:
-    """UTC epoch seconds that advance with the monotonic clock, so the time
-    between two readings is never distorted by the wall clock moving.
+class _Peer:
+    """One peer's replies that libzmq has not yet handed to the kernel (the
+    tracked ones) and the requests parked until it reads them."""
 
-    The wall clock still defines UTC: when it steps (NTP) by more than STEP
-    seconds away from where the monotonic clock says it should be, stepped()
-    reports the jump and re-anchors, and the actor re-arms the expiry wheel,
-    because deadlines are absolute UTC instants."""
+    __slots__ = ("sending", "unread", "parked")
 
-    STEP = 1.0
+    def __init__(self) -> None:
+        self.sending: deque[tuple[zmq.MessageTracker, int]] = deque()
+        self.unread = 0
+        self.parked: deque[list[bytes]] = deque()
 
-    def __init__(self, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._wall = wall
-        self._monotonic = monotonic
-        self._anchor()
-
-    def _anchor(self) -> None:
-        self._wall0 = self._wall()
-        self._mono0 = self._monotonic()
-
-    def __call__(self) -> float:
-        return self._wall0 + (self._monotonic() - self._mono0)
-
-    def stepped(self) -> float:
-        """How far the wall clock jumped since the last reading (0.0 if it did not)."""
-        jump = self._wall() - self()
-        if abs(jump) <= self.STEP:
-            return 0.0
-        self._anchor()
-        return jump
+    def unread_bytes(self) -> int:
+        sending = self.sending
+        # One pipe per peer, sent in order: replies are done in order too.
+        while sending and sending[0][0].done:
+            self.unread -= sending.popleft()[1]
+        return self.unread
 
 
 class Actor:
@@ -104,13 +122,24 @@ class Actor:
         self.keys = keys
         self.clock = clock or UtcClock()
         self.context = context or zmq.Context.instance()
-        # Start-up updates (expired or removed while down) go out once bound.
-        self.core, self._pending = self._load_core()
+        # Start-up's own changes (what expired or no longer fits while down) are
+        # committed by the first turn and published once the sockets are bound.
+        self.core, self._unstored = self._load_core()
+        self._retry_at = -math.inf
+        self._failed_commits = 0         # in a row; 0 while the store is healthy
+        self._failure_logged_at = 0.0
+        self._turn_reply_bytes = config.turn_reply_bytes or math.inf
+        self._peer_unread_bytes = config.peer_unread_bytes or math.inf
+        self._peers: dict[bytes, _Peer] = {}
+        self._waiting: dict[bytes, _Peer] = {}    # peers with parked requests
+        self._answered_here = {Command.STATS: self._stats}
         self.started = time.monotonic()
         self.requests = 0
         self.errors: Counter[str] = Counter()
         self.updates_published = 0
         self.replies_dropped = 0
+        self.requests_shed = 0
+        self.store_failures = 0
         self._stopping = False
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
@@ -212,100 +241,211 @@ class Actor:
     # -- one loop turn ----------------------------------------------------------------
 
     def turn(self, poller: zmq.Poller) -> None:
-        events = poller.poll(0 if self._pending else self._poll_timeout_ms())
-        if self.zap is not None and events:
-            self.zap.handle()
+        now = self._wait(poller)
+        replies, updates, first_write = self._decide(now)
+        if not self._commit(now, wrote=first_write is not None, updates=updates):
+            self._refuse_writes(replies, first_write)
+            updates = []
+        self._reply(replies)
+        self._publish(updates)
+
+    def _wait(self, poller: zmq.Poller) -> float:
+        """Sleep until there is something to do; the time to do it at."""
+        events = poller.poll(self._poll_timeout_ms())
+        zap = self.zap
+        if zap is not None:
+            for sock, _ in events:
+                if sock is zap.socket:
+                    zap.handle()
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
             log.warning("wall clock stepped by %+.3f s; re-arming %d expiries against UTC",
-                        jump, len(self.core.reservations))
+                        jump, self.core.active_reservations)
             self.core.rebase(now)
-        updates, self._pending = self._pending, []
+            self._retry_at = min(self._retry_at, now)
+        return now
+
+    def _poll_timeout_ms(self) -> int | None:
+        deadline = self.core.next_expiry()
+        if self._unstored:
+            deadline = self._retry_at if deadline is None else min(deadline, self._retry_at)
+        if deadline is None:
+            timeout = None
+        else:
+            # zmq_poll takes a C int of milliseconds (24.8 days): an expiry further
+            # out overflowed it and killed the actor. Waking at least once a second
+            # also lets stepped() see a wall-clock step before a far deadline.
+            timeout = min(MAX_SLEEP_MS, max(0, math.ceil((deadline - self.clock()) * 1000)))
+        if self._waiting:
+            # Nothing wakes the poller when a parked peer's replies leave.
+            timeout = PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
+        return timeout
+
+    def _decide(self, now: float) -> tuple[list[list[bytes]], list, int | None]:
+        """This turn's replies (each with its route) and updates, and the index
+        of the first reply whose request changed something (None if none did)."""
+        updates, self._unstored = self._unstored, []
         updates += self.core.expire(now)
         replies = []
-        request_ids = []
-        router = self.router
+        first_write = None
+        budget = self._turn_reply_bytes
         for _ in range(BATCH):
-            # Asking EVENTS costs a tenth of the zmq.Again that an empty recv raises,
-            # once per turn: per request in lock-step traffic.
-            if not router.get(_EVENTS) & _POLLIN:
+            frames = self._next_request()
+            if frames is None:
                 break
-            frames = router.recv_multipart(_NOBLOCK)
-            # Everything before the last frame is the route back (REQ's empty
-            # delimiter included); the last frame is the request.
-            if len(frames) > MAX_FRAMES:
-                self.requests += 1
-                self.errors[BAD_REQUEST] += 1
-                frames = [frames[0], encode_error(None, BAD_REQUEST,
-                                                  f"more than {MAX_FRAMES} frames; a request is one frame")]
-                request_ids.append(None)
-                replies.append(frames)
+            if frames is _PARKED:
                 continue
-            request_id, frames[-1] = self._handle(frames[-1], now, updates)
-            request_ids.append(request_id)
+            published = len(updates)
+            frames[-1] = self._decide_request(frames, now, updates)
+            if first_write is None and len(updates) != published:
+                first_write = len(replies)
             replies.append(frames)
-        if not self._commit():
-            updates = []
-            for frames, request_id in zip(replies, request_ids):
-                frames[-1] = encode_error(request_id, STORE_FAILED,
-                                          "the change could not be stored, so it was not made; "
-                                          "the actor keeps serving, retry later")
-        send = router.send
-        for frames in replies:
-            try:
-                for frame in frames[:-1]:
-                    send(frame, _NOBLOCK | _MORE)
-                send(frames[-1], _NOBLOCK)
-            except zmq.ZMQError:
-                # The peer is past its high-water mark or gone: never wait for it.
-                self.replies_dropped += 1
-        self._publish(updates)
+            budget -= len(frames[-1])
+            if budget <= 0:
+                break
+        return replies, updates, first_write
 
-    def _commit(self) -> bool:
+    def _next_request(self) -> list[bytes] | object | None:
+        """The frames of the next request to decide: a parked one whose peer
+        caught up, else one from the ROUTER; _PARKED when what was read had to
+        wait; None when nothing is there."""
+        if self._waiting:
+            limit = self._peer_unread_bytes
+            for identity, peer in self._waiting.items():
+                if peer.unread_bytes() <= limit:
+                    frames = peer.parked.popleft()
+                    if not peer.parked:
+                        del self._waiting[identity]
+                    return frames
+        router = self.router
+        # Asking EVENTS costs a tenth of the zmq.Again that an empty recv raises,
+        # once per turn: per request in lock-step traffic.
+        if not router.get(_EVENTS) & _POLLIN:
+            return None
+        frames = router.recv_multipart(_NOBLOCK)
+        if self._peers:
+            peer = self._peers.get(frames[0])
+            if peer is not None and (peer.parked or peer.unread_bytes() > self._peer_unread_bytes):
+                self._park(frames[0], peer, frames)
+                return _PARKED
+        return frames
+
+    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes]) -> None:
+        if len(peer.parked) >= MAX_PARKED:
+            if not self.requests_shed:
+                log.warning("shedding requests of a peer that does not read its replies "
+                            "(%d already parked); counted in stats.requests_shed", MAX_PARKED)
+            self.requests_shed += 1
+            return
+        peer.parked.append(frames)
+        self._waiting[identity] = peer
+
+    def _decide_request(self, frames: list[bytes], now: float, updates: list) -> bytes:
+        """The encoded reply to one request. Everything before its last frame
+        is the route back (REQ's empty delimiter included)."""
+        self.requests += 1
+        request_id = None
+        try:
+            if len(frames) > MAX_FRAMES:
+                raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                    f"more than {MAX_FRAMES} frames; a request is one frame "
+                                    "after its routing frames")
+            request_id, cmd, args = decode_request(frames[-1])
+            command = parse_command(cmd, args)
+            answer_here = self._answered_here.get(cmd)
+            if answer_here is not None:
+                return encode_result(request_id, answer_here())
+            outcome = self.core.apply(command, now)
+            updates.extend(outcome.updates)
+            return encode_result(request_id, outcome.result)
+        except ProtocolError as error:
+            self.errors[error.code] += 1
+            if request_id is None:
+                request_id = error.request_id
+            return encode_error(request_id, error.code, error.message)
+        except Exception:
+            log.exception("internal error while handling a request")
+            self.errors[ErrorCode.INTERNAL] += 1
+            return encode_error(
+                request_id, ErrorCode.INTERNAL,
+                "the actor failed on this request; it was logged and the actor keeps serving")
+
+    def _commit(self, now: float, *, wrote: bool, updates: list) -> bool:
+        """Store what the turn changed; True when its updates may go out.
+        Clients' writes are committed at once; the actor's own changes alone
+        wait for their retry time after a failure, held back unpublished."""
+        if not wrote and updates and now < self._retry_at:
+            self._unstored = updates
+            return False
         changes = self.core.take_changes()
         if changes is None:
             return True
         try:
             self.store.commit(changes)
-            return True
         except StoreError as exc:
-            log.error("%s; answering this turn's requests with %s", exc, STORE_FAILED)
-            self.errors[STORE_FAILED] += 1
-            self.core, self._pending = self._load_core()
+            self._store_failed(exc, now)
             return False
+        if self._failed_commits:
+            log.warning("store %s recovered after %d failed commits", self.store.path,
+                        self._failed_commits)
+            self._failed_commits = 0
+            self._retry_at = -math.inf
+        return True
 
-    def _poll_timeout_ms(self) -> int | None:
-        deadline = self.core.next_expiry()
-        if deadline is None:
-            return None
-        # zmq_poll takes a C int of milliseconds (24.8 days): an expiry further
-        # out overflowed it and killed the actor. Waking at least once a second
-        # also lets stepped() see a wall-clock step before a far deadline.
-        return min(MAX_SLEEP_MS, max(0, math.ceil((deadline - self.clock()) * 1000)))
+    def _store_failed(self, exc: StoreError, now: float) -> None:
+        self.store_failures += 1
+        self._failed_commits += 1
+        if self._failed_commits == 1:
+            log.error("%s; changes answer %s until it recovers, the actor's own are retried "
+                      "(every %g s at most)", exc, ErrorCode.STORE_FAILED, RETRY_CAP)
+            self._failure_logged_at = now
+        elif now - self._failure_logged_at >= STILL_FAILING_EVERY:
+            log.error("%s; still failing, %d attempts", exc, self._failed_commits)
+            self._failure_logged_at = now
+        self._retry_at = now + min(RETRY_CAP, RETRY_FIRST * 2 ** (self._failed_commits - 1))
+        self.core, self._unstored = self._load_core()
 
-    def _handle(self, body: bytes, now: float, updates: list) -> tuple[Any, bytes]:
-        """(the request's id, the encoded reply)."""
-        self.requests += 1
-        request_id = None
-        try:
-            request_id, cmd, args = decode_request(body)
-            command = parse_command(cmd, args)
-            outcome = self.core.apply(command, now)
-            updates.extend(outcome.updates)
-            result = self._stats(outcome.result) if type(command) is Stats else outcome.result
-            return request_id, encode_result(request_id, result)
-        except ProtocolError as error:
-            self.errors[error.code] += 1
-            if request_id is None:
-                request_id = error.request_id
-            return request_id, encode_error(request_id, error.code, error.message)
-        except Exception:
-            log.exception("internal error while handling a request")
-            self.errors[INTERNAL] += 1
-            return request_id, encode_error(
-                request_id, INTERNAL,
-                "the actor failed on this request; it was logged and the actor keeps serving")
+    def _refuse_writes(self, replies: list[list[bytes]], first_write: int | None) -> None:
+        """After a failed commit: store_failed for each request that changed
+        something and each decided after it (it saw those changes); refusals of
+        bad input stand."""
+        if first_write is None:
+            return
+        for frames in replies[first_write:]:
+            reply = msgpack.unpackb(frames[-1])
+            if reply["ok"]:
+                self.errors[ErrorCode.STORE_FAILED] += 1
+                frames[-1] = encode_error(reply["id"], ErrorCode.STORE_FAILED,
+                                          _STORE_FAILED_MESSAGE)
+
+    def _reply(self, replies: list[list[bytes]]) -> None:
+        send = self.router.send
+        track_from = TRACKED_REPLY_BYTES if self._peer_unread_bytes != math.inf else math.inf
+        for frames in replies:
+            body = frames[-1]
+            try:
+                for frame in frames[:-1]:
+                    send(frame, _NOBLOCK | _MORE)
+                if len(body) < track_from:
+                    send(body, _NOBLOCK)
+                else:
+                    self._send_tracked(frames[0], body)
+            except zmq.ZMQError:
+                # The peer is past its high-water mark or gone: never wait for it.
+                self.replies_dropped += 1
+        if self._peers:
+            for identity in [i for i, p in self._peers.items()
+                             if not p.parked and not p.unread_bytes()]:
+                del self._peers[identity]
+
+    def _send_tracked(self, identity: bytes, body: bytes) -> None:
+        tracker = self.router.send(body, _NOBLOCK, copy=False, track=True)
+        peer = self._peers.get(identity)
+        if peer is None:
+            peer = self._peers[identity] = _Peer()
+        peer.sending.append((tracker, len(body)))
+        peer.unread += len(body)
 
     def _publish(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         if not updates:
@@ -313,27 +453,26 @@ class Actor:
         send = self.pub.send
         packb = msgpack.packb
         for topic, body in updates:
-            frame = _TOPIC_FRAMES.get(topic)
-            if frame is None:
-                frame = _TOPIC_FRAMES[topic] = topic.encode()
-            send(frame, _MORE)
+            send(_TOPIC_FRAMES[topic], _MORE)
             send(packb(body))
         self.updates_published += len(updates)
         # Logged after everything is sent: listeners should not wait on the log.
         if log.isEnabledFor(logging.INFO):
             for topic, body in updates:
-                if topic == TOPIC_RESERVATION_UPDATE:
+                if topic == Topic.RESERVATION_UPDATE:
                     _log_reservation(body)
 
-    def _stats(self, core_stats: dict[str, Any]) -> dict[str, Any]:
+    def _stats(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "errors": dict(self.errors),
-            "active_reservations": core_stats["active_reservations"],
+            "active_reservations": self.core.active_reservations,
             "updates_published": self.updates_published,
             "replies_dropped": self.replies_dropped,
+            "requests_shed": self.requests_shed,
             "clients_refused": self.zap.refused if self.zap is not None else 0,
-            "seq": core_stats["seq"],
+            "store_failures": self.store_failures,
+            "seq": self.core.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "pid": os.getpid(),
         }

@@ -46,7 +46,11 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
         cmd = request.get("cmd")
         if type(cmd) is not str:
             raise ProtocolError(BAD_REQUEST, "request has no cmd string")
-        return request_id, cmd, request.get("args")
+        args = request.get("args")
+        if args is not None and type(args) is not dict:
+            raise ProtocolError(BAD_REQUEST, f"args must be a map (or absent), got a "
+                                             f"{type(args).__name__}")
+        return request_id, cmd, args
     except ProtocolError as error:
         error.request_id = request_id
         raise

@@ -18,7 +18,8 @@ import zmq
 import actor.server as server
 from actor.config import Config, EvseConfig
 from actor.core import ReservationCore
-from actor.server import Actor, UtcClock
+from actor.clock import UtcClock
+from actor.server import Actor
 from actor.store import Store
 from protocol.client import Client, result_of
 from protocol.messages import parse_command

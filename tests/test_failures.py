@@ -19,6 +19,7 @@ import pytest
 import zmq
 
 from actor.core import ReservationCore
+from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
 from actor.store import StoredState
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
@@ -120,6 +121,7 @@ def test_full_disk_with_an_expiry_due_backs_off_then_publishes_it_once_stored(sm
             assert client.reserve_now(reservation_id=7, id_token="ALICE", evse_id=1,
                                       expiry_time=rfc3339(expiry)) == "Accepted"
             _, placed = sub.recv(timeout=5)
+            assert sub.recv(timeout=5)[0] == "evse_reserved"
             small_disk.fill()
             while time.time() < expiry + 0.5:    # the expiry falls due while the disk is full
                 assert client.ping() == "pong"
@@ -168,7 +170,11 @@ def test_req_client_sending_too_many_frames_gets_a_readable_bad_request(context)
         req.connect(running.command_endpoint)
         req.send_multipart([b"x"] * 8 + [msgpack.packb({"id": 1, "cmd": "ping"})])
         assert req.poll(5000), "the REQ socket got no reply it could read"
-        reply = msgpack.unpackb(req.recv())
+        # Every frame before the last is echoed as the route, so the REQ sees its
+        # eight frames again and the reply last.
+        *route, body = req.recv_multipart()
+        assert route == [b"x"] * 8
+        reply = msgpack.unpackb(body)
         assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
         assert "frames" in reply["error"]["message"]
         # The REQ socket is not stuck: its next request is answered.
@@ -253,3 +259,33 @@ def test_a_peer_that_does_not_read_its_replies_does_not_starve_the_others(tmp_pa
         flooder.close()
     finally:
         running.stop()
+
+
+# -- a malformed ZAP request -------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames", [[b"1.0", b"7", b"x"], [b"1.0"]])
+def test_a_short_zap_request_is_refused_and_the_handler_keeps_answering(context, frames):
+    public, secret = zmq.curve_keypair()
+    handler = ZapHandler(context, CurveKeys(public, secret, frozenset()))
+    asker = context.socket(zmq.REQ)
+    asker.setsockopt(zmq.LINGER, 0)
+    asker.connect(ZAP_ENDPOINT)
+    try:
+        asker.send_multipart(frames)
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        reply = asker.recv_multipart()
+        assert reply[2] == b"400"
+        if len(frames) >= 2:
+            assert reply[:2] == frames[:2]     # the request id is echoed when there is one
+        # A well-formed request after it is still answered (and refused: no key is listed).
+        asker.send_multipart([b"1.0", b"8", b"", b"127.0.0.1", b"", b"CURVE", public])
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        assert asker.recv_multipart()[:3] == [b"1.0", b"8", b"400"]
+        assert handler.refused == 1
+    finally:
+        asker.close()
+        handler.close()

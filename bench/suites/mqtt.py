@@ -117,7 +117,7 @@ def responder(port: int) -> None:
     """Answer reserve_now / cancel_reservation calls the way an EVerest module does."""
     from actor.config import DEFAULT_STATION
     from actor.core import ReservationCore
-    from actor.server import UtcClock
+    from actor.clock import UtcClock
     from protocol.messages import ProtocolError, parse_command
 
     clock = UtcClock()
