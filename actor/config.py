@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.messages import CONNECTOR_TYPES, UNKNOWN_CONNECTOR
+from protocol.vocabulary import ConnectorType
 from protocol.wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
 from .store import SYNCHRONOUS_MODES
@@ -24,14 +24,14 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class EvseConfig:
     id: int
-    connectors: tuple[tuple[int, str], ...]   # (connector id, ConnectorTypeEnum name)
+    connectors: tuple[tuple[int, ConnectorType], ...]
 
 
 # Two EVSEs, each with a CCS2 and a Type 2 connector: the most common AC/DC
 # pair in Europe, enough to exercise both specific and non-EVSE-specific rules.
 DEFAULT_STATION = (
-    EvseConfig(1, ((1, "cCCS2"), (2, "cType2"))),
-    EvseConfig(2, ((1, "cCCS2"), (2, "cType2"))),
+    EvseConfig(1, ((1, ConnectorType.cCCS2), (2, ConnectorType.cType2))),
+    EvseConfig(2, ((1, ConnectorType.cCCS2), (2, ConnectorType.cType2))),
 )
 
 
@@ -184,11 +184,11 @@ def _connectors(items: Any, where: str) -> tuple[tuple[int, str], ...]:
         connector_id = _id(item["id"], f"{where}: connector id")
         if any(connector_id == c for c, _ in out):
             raise ConfigError(f"{where}: connector id {connector_id} appears twice")
-        kind = item.get("type", UNKNOWN_CONNECTOR)
-        if kind not in CONNECTOR_TYPES:
+        kind = item.get("type", ConnectorType.Unknown)
+        if not isinstance(kind, str) or kind not in ConnectorType.__members__:
             raise ConfigError(f"{where}: connector {connector_id}: type {kind!r} is not a "
-                              f"ConnectorTypeEnum name ({', '.join(sorted(CONNECTOR_TYPES))})")
-        out.append((connector_id, kind))
+                              f"ConnectorTypeEnum name ({', '.join(ConnectorType)})")
+        out.append((connector_id, ConnectorType(kind)))
     return tuple(out)
 
 

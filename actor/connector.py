@@ -8,32 +8,27 @@ the connector stays where it is, as EVerest does. "Faulted" combined with
 to the right place.
 """
 
-AVAILABLE = "Available"
-UNAVAILABLE = "Unavailable"
-FAULTED = "Faulted"
-OCCUPIED = "Occupied"
-UNAVAILABLE_FAULTED = "UnavailableFaulted"
-FAULTED_OCCUPIED = "FaultedOccupied"
+from protocol.vocabulary import ConnectorEventType as Event, ConnectorState as State
 
-TRANSITIONS: dict[tuple[str, str], str] = {
-    (AVAILABLE, "TransactionStarted"): OCCUPIED,
-    (AVAILABLE, "Disable"): UNAVAILABLE,
-    (AVAILABLE, "Faulted"): FAULTED,
-    (UNAVAILABLE, "Enable"): AVAILABLE,
-    (UNAVAILABLE, "Faulted"): UNAVAILABLE_FAULTED,
-    (FAULTED, "ErrorCleared"): AVAILABLE,
-    (FAULTED, "Disable"): UNAVAILABLE_FAULTED,
-    (OCCUPIED, "SessionFinished"): AVAILABLE,
-    (OCCUPIED, "Faulted"): FAULTED_OCCUPIED,
-    (FAULTED_OCCUPIED, "ErrorCleared"): OCCUPIED,
-    (FAULTED_OCCUPIED, "SessionFinished"): FAULTED,
-    (UNAVAILABLE_FAULTED, "Enable"): FAULTED,
-    (UNAVAILABLE_FAULTED, "ErrorCleared"): UNAVAILABLE,
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.AVAILABLE, Event.TRANSACTION_STARTED): State.OCCUPIED,
+    (State.AVAILABLE, Event.DISABLE): State.UNAVAILABLE,
+    (State.AVAILABLE, Event.FAULTED): State.FAULTED,
+    (State.UNAVAILABLE, Event.ENABLE): State.AVAILABLE,
+    (State.UNAVAILABLE, Event.FAULTED): State.UNAVAILABLE_FAULTED,
+    (State.FAULTED, Event.ERROR_CLEARED): State.AVAILABLE,
+    (State.FAULTED, Event.DISABLE): State.UNAVAILABLE_FAULTED,
+    (State.OCCUPIED, Event.SESSION_FINISHED): State.AVAILABLE,
+    (State.OCCUPIED, Event.FAULTED): State.FAULTED_OCCUPIED,
+    (State.FAULTED_OCCUPIED, Event.ERROR_CLEARED): State.OCCUPIED,
+    (State.FAULTED_OCCUPIED, Event.SESSION_FINISHED): State.FAULTED,
+    (State.UNAVAILABLE_FAULTED, Event.ENABLE): State.FAULTED,
+    (State.UNAVAILABLE_FAULTED, Event.ERROR_CLEARED): State.UNAVAILABLE,
 }
 
 # A car is on the EVSE: it cannot be free for anyone else.
-IN_USE = frozenset({OCCUPIED, FAULTED_OCCUPIED})
+IN_USE = frozenset({State.OCCUPIED, State.FAULTED_OCCUPIED})
 
 
-def next_state(state: str, event: str) -> str:
+def next_state(state: State, event: Event) -> State:
     return TRANSITIONS.get((state, event), state)

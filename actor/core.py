@@ -17,8 +17,7 @@ reservations come and go, recounted after a connector or plug change), the
 per-type count of non-EVSE-specific reservations, and what each EVSE shows as
 reserved.
 
-A reservation is active from Placed until one of the END_STATUS reasons ends
-it; it never comes back. Where a rule changes what an EVSE shows as reserved,
+A reservation is active from Placed until a ReservationEndReason ends it; it never comes back. Where a rule changes what an EVSE shows as reserved,
 `_publish_reserved` compares with what was last published, so `evse_reserved`
 goes out only on change. While no EVSE is held for non-EVSE-specific
 reservations it compares only the EVSEs whose reservation changed, so placing,
@@ -36,35 +35,29 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     Ping, PlugEvent, Reservation, ReserveNow, UseReservation, invalid,
 )
-from protocol.wire import TOPIC_EVSE_RESERVED, TOPIC_EVSE_STATE, TOPIC_RESERVATION_UPDATE
-
-from .connector import (
-    AVAILABLE, FAULTED, FAULTED_OCCUPIED, IN_USE, OCCUPIED, UNAVAILABLE,
-    UNAVAILABLE_FAULTED, next_state,
+from protocol.vocabulary import (
+    ConnectorState as State, ConnectorType, ReservationCheckStatus as Check,
+    ReservationEndReason as End, ReservationResult as Result, ReservationUpdateStatus as Status,
+    Topic,
 )
-from .guarantee import UNKNOWN, can_use, guarantee_holds, types_match
+
+from .connector import IN_USE, next_state
+from .guarantee import can_use, guarantee_holds, types_match
 from .store import Changes, StoredState
 from .wheel import TimerWheel
 
-ACCEPTED, FAULTED_RESULT, OCCUPIED_RESULT, REJECTED, UNAVAILABLE_RESULT = (
-    "Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
-
-# EVerest's ReservationEndReason -> the reservation_status published.
-END_STATUS = {
-    "Expired": "Expired",
-    "Cancelled": "Cancelled",
-    "UsedToStartCharging": "Used",
-    "GlobalReservationRequirementDropped": "Removed",
-}
-
 # What a connector state answers when it is why a reservation cannot be made,
-# with its strength: Occupied beats Faulted beats Unavailable.
-_STATE_RESULT = {
-    UNAVAILABLE: (1, UNAVAILABLE_RESULT),
-    FAULTED: (2, FAULTED_RESULT),
-    UNAVAILABLE_FAULTED: (2, FAULTED_RESULT),
-    OCCUPIED: (3, OCCUPIED_RESULT),
-    FAULTED_OCCUPIED: (3, OCCUPIED_RESULT),
+# with its strength: Occupied beats Faulted beats Unavailable. A car on a
+# faulted connector (FaultedOccupied) answers Faulted where EVerest looks at
+# one EVSE (an EVSE-specific reservation: that EVSE is faulted); where it
+# looks at the station (non-EVSE-specific), an EVSE with a car on it is in
+# use and counts as Occupied before this table is read.
+_REFUSAL = {
+    State.UNAVAILABLE: (1, Result.UNAVAILABLE),
+    State.FAULTED: (2, Result.FAULTED),
+    State.UNAVAILABLE_FAULTED: (2, Result.FAULTED),
+    State.FAULTED_OCCUPIED: (2, Result.FAULTED),
+    State.OCCUPIED: (3, Result.OCCUPIED),
 }
 
 HELD_FOR_NON_SPECIFIC = -1   # evse_reserved's reservation_id for a held-back EVSE
@@ -79,7 +72,8 @@ class Outcome:
 class Connector:
     __slots__ = ("id", "type", "state")
 
-    def __init__(self, connector_id: int, connector_type: str, state: str = AVAILABLE) -> None:
+    def __init__(self, connector_id: int, connector_type: ConnectorType,
+                 state: State = State.AVAILABLE) -> None:
         self.id = connector_id
         self.type = connector_type
         self.state = state
@@ -88,7 +82,7 @@ class Connector:
 class Evse:
     __slots__ = ("id", "connectors", "plugged_in", "reservation")
 
-    def __init__(self, evse_id: int, connectors: Iterable[tuple[int, str]]) -> None:
+    def __init__(self, evse_id: int, connectors: Iterable[tuple[int, ConnectorType]]) -> None:
         self.id = evse_id
         self.connectors = {cid: Connector(cid, ctype) for cid, ctype in connectors}
         self.plugged_in = False
@@ -104,13 +98,13 @@ class Evse:
         return (self.reservation is None and not (plug_counts and self.plugged_in)
                 and not self.car_on_connector())
 
-    def signature(self) -> frozenset[str]:
+    def signature(self) -> frozenset[ConnectorType]:
         """The car types' view of this EVSE: the types of its Available connectors."""
-        return frozenset(c.type for c in self.connectors.values() if c.state == AVAILABLE)
+        return frozenset(c.type for c in self.connectors.values() if c.state == State.AVAILABLE)
 
 
-def car_type(reservation: Reservation) -> str:
-    return reservation.connector_type or UNKNOWN
+def car_type(reservation: Reservation) -> ConnectorType:
+    return reservation.connector_type or ConnectorType.Unknown
 
 
 def token_matches(reservation: Reservation, id_token: str, parent_token: str | None) -> bool:
@@ -128,13 +122,12 @@ def _evse_state(evse: Evse) -> dict[str, Any]:
                            for c in evse.connectors.values()]}
 
 
-def _strongest(states: Iterable[str]) -> str:
-    return max((_STATE_RESULT[s] for s in states if s in _STATE_RESULT),
-               default=(3, OCCUPIED_RESULT))[1]
+def _strongest(states: Iterable[State]) -> Result:
+    return max((_REFUSAL[s] for s in states if s in _REFUSAL), default=(3, Result.OCCUPIED))[1]
 
 
 class ReservationCore:
-    def __init__(self, evses: Iterable[tuple[int, Iterable[tuple[int, str]]]], *,
+    def __init__(self, evses: Iterable[tuple[int, Iterable[tuple[int, ConnectorType]]]], *,
                  reservations_enabled: bool = True, non_evse_specific: bool = True,
                  tick: float = 0.01, now: float = 0.0, seq: int = 0) -> None:
         self.reservations_enabled = reservations_enabled
@@ -238,13 +231,13 @@ class ReservationCore:
         self._dirty_reservations = {}
         for reservation in ended:
             self._dirty_reservations[reservation.reservation_id] = None
-            self._publish_update(reservation, "Expired" if reservation.expiry <= now
-                                 else "Removed", updates)
+            self._publish_update(reservation, Status.EXPIRED if reservation.expiry <= now
+                                 else Status.REMOVED, updates)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
         self._reset_shown(self._reserved_view())
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
-            self._end(reservation, "Expired", updates)
+            self._end(reservation, End.EXPIRED, updates)
         # The guarantee under the loaded connector states. Plug flags do not count:
         # plugging in (the reserved car arriving) never removes a reservation.
         self._drop_non_specific_beyond_guarantee(updates, Counter(
@@ -261,7 +254,7 @@ class ReservationCore:
             return True
         evse = self._evses.get(reservation.evse_id)
         return evse is not None and evse.reservation is None and any(
-            c.state == AVAILABLE and types_match(car_type(reservation), c.type)
+            c.state == State.AVAILABLE and types_match(car_type(reservation), c.type)
             for c in evse.connectors.values())
 
     def take_changes(self) -> Changes | None:
@@ -281,7 +274,7 @@ class ReservationCore:
 
     # -- commands --------------------------------------------------------------------
 
-    def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> str:
+    def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> Result:
         new = command.request
         old = self._reservations.get(new.reservation_id)
         if old is None:
@@ -292,13 +285,13 @@ class ReservationCore:
             order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
             self._unlink(old)
             result = self._decide(new, now)
-            if result != ACCEPTED:
+            if result != Result.ACCEPTED:
                 self._link(old)
                 self._reservations, self._dirty_reservations = order, dirty
-        if result == ACCEPTED:
+        if result == Result.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
-            self._publish_update(new, "Placed", updates)
+            self._publish_update(new, Status.PLACED, updates)
             self._publish_reserved(updates)
         return result
 
@@ -306,22 +299,22 @@ class ReservationCore:
         reservation = self._reservations.get(command.reservation_id)
         if reservation is None:
             return False
-        self._end(reservation, "Cancelled", updates)
+        self._end(reservation, End.CANCELLED, updates)
         self._publish_reserved(updates)
         return True
 
-    def _exists_reservation(self, command: ExistsReservation, now: float, updates: list) -> str:
+    def _exists_reservation(self, command: ExistsReservation, now: float, updates: list) -> Check:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         held = evse.reservation if evse is not None else None
         if held is not None:
             if token_matches(held, command.id_token, command.group_id_token):
-                return "ReservedForToken"
+                return Check.RESERVED_FOR_TOKEN
             if command.group_id_token is None and held.parent_id_token is not None:
-                return "ReservedForOtherTokenAndHasParentToken"
-            return "ReservedForOtherToken"
+                return Check.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
+            return Check.RESERVED_FOR_OTHER_TOKEN
         if self._matching_non_specific(command.id_token, command.group_id_token) is not None:
-            return "ReservedForToken"
-        return "NotReserved"
+            return Check.RESERVED_FOR_TOKEN
+        return Check.NOT_RESERVED
 
     def _use_reservation(self, command: UseReservation, now: float, updates: list) -> int | None:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
@@ -333,11 +326,11 @@ class ReservationCore:
             match = self._matching_non_specific(command.id_token, command.parent_id_token)
         if match is None:
             return None
-        self._end(match, "UsedToStartCharging", updates)
+        self._end(match, End.USED_TO_START_CHARGING, updates)
         self._publish_reserved(updates)
         return match.reservation_id
 
-    def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> str:
+    def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> State:
         evse = self._evse(command.evse_id)
         connector = evse.connectors.get(command.connector_id)
         if connector is None:
@@ -347,10 +340,10 @@ class ReservationCore:
         if state != connector.state:
             connector.state = state
             self._evse_changed(evse, updates)
-        if connector.state != AVAILABLE:
+        if connector.state != State.AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
-                self._end(held, "GlobalReservationRequirementDropped", updates)
+                self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
             self._drop_non_specific_beyond_guarantee(updates, self._free_signatures())
         self._publish_reserved(updates)
         return connector.state
@@ -384,47 +377,47 @@ class ReservationCore:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def _decide(self, new: Reservation, now: float) -> str:
+    def _decide(self, new: Reservation, now: float) -> Result:
         if not self.reservations_enabled:
-            return REJECTED
+            return Result.REJECTED
         if new.evse_id is None and not self.non_evse_specific:
-            return REJECTED
+            return Result.REJECTED
         if new.expiry <= now:
-            return REJECTED
+            return Result.REJECTED
         if new.evse_id is None:
             return self._decide_non_specific(car_type(new))
         return self._decide_specific(new)
 
-    def _decide_specific(self, new: Reservation) -> str:
+    def _decide_specific(self, new: Reservation) -> Result:
         evse = self._evses.get(new.evse_id)
         if evse is None:
-            return REJECTED
+            return Result.REJECTED
         if evse.reservation is not None:
-            return OCCUPIED_RESULT
+            return Result.OCCUPIED
         wanted = car_type(new)
         fitting = [c for c in evse.connectors.values() if types_match(wanted, c.type)]
         if not fitting:
-            return REJECTED
-        states = {c.state for c in evse.connectors.values()}
-        if evse.plugged_in or OCCUPIED in states:
-            return OCCUPIED_RESULT
-        if FAULTED_OCCUPIED in states:
-            return FAULTED_RESULT
-        if all(c.state != AVAILABLE for c in fitting):
+            return Result.REJECTED
+        if evse.plugged_in:
+            return Result.OCCUPIED
+        cars = {c.state for c in evse.connectors.values()} & IN_USE
+        if cars:
+            return _strongest(cars)
+        if all(c.state != State.AVAILABLE for c in fitting):
             return _strongest(c.state for c in fitting)
         if not guarantee_holds(self._non_specific_types, self._free_without(evse)):
-            return OCCUPIED_RESULT
-        return ACCEPTED
+            return Result.OCCUPIED
+        return Result.ACCEPTED
 
-    def _decide_non_specific(self, wanted: str) -> str:
+    def _decide_non_specific(self, wanted: ConnectorType) -> Result:
         if not self._station_has(wanted):
-            return REJECTED
+            return Result.REJECTED
         if guarantee_holds(self._with_one_more(wanted), self._free_signatures()):
-            return ACCEPTED
+            return Result.ACCEPTED
         if self._reservations or any(e.plugged_in for e in self._evses.values()):
-            return OCCUPIED_RESULT
+            return Result.OCCUPIED
         return _strongest(
-            OCCUPIED if evse.in_use() else c.state
+            State.OCCUPIED if evse.in_use() else c.state
             for evse in self._evses.values()
             for c in evse.connectors.values() if types_match(wanted, c.type))
 
@@ -439,7 +432,7 @@ class ReservationCore:
             kept[car_type(reservation)] += 1
             if not guarantee_holds(kept, free):
                 kept[car_type(reservation)] -= 1
-                self._end(reservation, "GlobalReservationRequirementDropped", updates)
+                self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
 
     # -- what EVSEs show as reserved ---------------------------------------------------------
 
@@ -485,7 +478,7 @@ class ReservationCore:
         for evse_id, shown in view:
             if last[evse_id] != shown:
                 last[evse_id] = shown
-                self._publish(TOPIC_EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
+                self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
                                                     "reservation_id": shown}, updates)
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -495,13 +488,13 @@ class ReservationCore:
         if not due:
             return
         for reservation_id in due:
-            self._end(self._reservations[reservation_id], "Expired", updates)
+            self._end(self._reservations[reservation_id], End.EXPIRED, updates)
         self._publish_reserved(updates)
 
-    def _end(self, reservation: Reservation, reason: str, updates: list) -> None:
+    def _end(self, reservation: Reservation, reason: End, updates: list) -> None:
         self._unlink(reservation)
         self._wheel.cancel(reservation.reservation_id)
-        self._publish_update(reservation, END_STATUS[reason], updates)
+        self._publish_update(reservation, reason.status, updates)
 
     def _link(self, reservation: Reservation) -> None:
         self._reservations[reservation.reservation_id] = reservation
@@ -539,22 +532,22 @@ class ReservationCore:
     def _evse_changed(self, evse: Evse, updates: list) -> None:
         self._free = None
         self._dirty_evses[evse.id] = None
-        self._publish(TOPIC_EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
+        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
 
     def _mark_dirty(self, reservation_id: int) -> None:
         # Move to the end: the store numbers positions in this order.
         self._dirty_reservations.pop(reservation_id, None)
         self._dirty_reservations[reservation_id] = None
 
-    def _publish_update(self, reservation: Reservation, status: str, updates: list) -> None:
+    def _publish_update(self, reservation: Reservation, status: Status, updates: list) -> None:
         body = {"reservation_id": reservation.reservation_id, "reservation_status": status,
                 "evse_id": reservation.evse_id}
-        if status == "Placed":
+        if status is Status.PLACED:
             # The whole reservation, so a listener can mirror get_state from updates alone.
             body["reservation"] = reservation.to_wire()
-        self._publish(TOPIC_RESERVATION_UPDATE, body, updates)
+        self._publish(Topic.RESERVATION_UPDATE, body, updates)
 
-    def _publish(self, topic: str, body: dict[str, Any], updates: list) -> None:
+    def _publish(self, topic: Topic, body: dict[str, Any], updates: list) -> None:
         self.seq += 1
         body["seq"] = self.seq
         updates.append((topic, body))
@@ -573,12 +566,12 @@ class ReservationCore:
         rest[evse.signature()] -= 1
         return rest
 
-    def _with_one_more(self, wanted: str) -> Counter[str]:
+    def _with_one_more(self, wanted: ConnectorType) -> Counter[ConnectorType]:
         cars = self._non_specific_types.copy()
         cars[wanted] += 1
         return cars
 
-    def _station_has(self, wanted: str) -> bool:
+    def _station_has(self, wanted: ConnectorType) -> bool:
         return any(types_match(wanted, t) for t in self._station_types)
 
     def _matching_non_specific(self, id_token: str, parent_token: str | None) -> Reservation | None:

@@ -34,20 +34,22 @@ cars beyond grouping them.
 
 from collections.abc import Mapping
 
-UNKNOWN = "Unknown"
+from protocol.vocabulary import ConnectorType
+
+_UNKNOWN = ConnectorType.Unknown   # bound once: these run in the guarantee's inner loops
 
 
 def types_match(car_type: str, connector_type: str) -> bool:
     """A car of `car_type` fits a connector of `connector_type`: "Unknown" on
     either side is a wildcard. can_use below is the same rule over a signature."""
-    return car_type == connector_type or car_type == UNKNOWN or connector_type == UNKNOWN
+    return car_type == connector_type or car_type == _UNKNOWN or connector_type == _UNKNOWN
 
 
 def can_use(car_type: str, signature: frozenset[str]) -> bool:
     # An EVSE with no Available connector cannot charge anyone, even a car of
     # unknown type; otherwise "Unknown" on either side is a wildcard.
     return bool(signature) and (
-        car_type == UNKNOWN or car_type in signature or UNKNOWN in signature
+        car_type == _UNKNOWN or car_type in signature or _UNKNOWN in signature
     )
 
 

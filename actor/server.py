@@ -459,7 +459,7 @@ class Actor:
         # Logged after everything is sent: listeners should not wait on the log.
         if log.isEnabledFor(logging.INFO):
             for topic, body in updates:
-                if topic == Topic.RESERVATION_UPDATE:
+                if topic is Topic.RESERVATION_UPDATE:
                     _log_reservation(body)
 
     def _stats(self) -> dict[str, Any]:

@@ -19,10 +19,8 @@ import msgpack
 import zmq
 import zmq.auth
 
-from .wire import (
-    DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, TOPIC_EVSE_RESERVED, TOPIC_EVSE_STATE,
-    TOPIC_RESERVATION_UPDATE, decode_reply, decode_update,
-)
+from .vocabulary import ReservationUpdateStatus, Topic
+from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply, decode_update
 
 
 class CommandFailed(Exception):
@@ -278,19 +276,19 @@ class Watcher:
     def _apply(self, topic: str, body: dict[str, Any]) -> bool:
         """Change `state` as the actor did when it published `body`; False when
         this client cannot (a topic it does not know)."""
-        if topic == TOPIC_RESERVATION_UPDATE:
+        if topic == Topic.RESERVATION_UPDATE:
             rid = body["reservation_id"]
             kept = [r for r in self.state["reservations"] if r["reservation_id"] != rid]
-            if body["reservation_status"] == "Placed":
+            if body["reservation_status"] == ReservationUpdateStatus.PLACED:
                 # The actor lists reservations oldest first; a replacement is the newest.
                 kept.append(body["reservation"])
             self.state["reservations"] = kept
             return True
-        if topic in (TOPIC_EVSE_RESERVED, TOPIC_EVSE_STATE):
+        if topic in (Topic.EVSE_RESERVED, Topic.EVSE_STATE):
             evse = next((e for e in self.state["evses"] if e["id"] == body["evse_id"]), None)
             if evse is None:
                 return False   # not in our snapshot's station: take a new one
-            fields = (("reserved", "reservation_id") if topic == TOPIC_EVSE_RESERVED
+            fields = (("reserved", "reservation_id") if topic == Topic.EVSE_RESERVED
                       else ("plugged_in", "connectors"))
             evse.update((key, body[key]) for key in fields)
             return True

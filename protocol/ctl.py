@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .client import RESYNC, Client, CommandFailed, Watcher
-from .messages import CONNECTOR_EVENTS, CONNECTOR_TYPES
+from .vocabulary import ConnectorEventType, ConnectorType
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
 
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="seconds from now (default 900)")
     p.add_argument("--evse", type=int, help="evse_id; absent: any EVSE (non-EVSE-specific)")
     p.add_argument("--parent", help="parent_id_token")
-    p.add_argument("--type", choices=sorted(CONNECTOR_TYPES), metavar="CONNECTOR_TYPE",
+    p.add_argument("--type", choices=sorted(ConnectorType), metavar="CONNECTOR_TYPE",
                    help="connector_type (a ConnectorTypeEnum name)")
 
     p = sub.add_parser("cancel", help="cancel_reservation")
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = sub.add_parser("event", help="connector_event")
     p.add_argument("evse_id", type=int)
     p.add_argument("connector_id", type=int)
-    p.add_argument("event", choices=sorted(CONNECTOR_EVENTS))
+    p.add_argument("event", choices=sorted(ConnectorEventType))
 
     p = sub.add_parser("plug", help="plug_event")
     p.add_argument("evse_id", type=int)

@@ -16,50 +16,24 @@ import re
 import reprlib
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Callable
 
-# -- enums (EVerest spellings) ------------------------------------------------
-
-CONNECTOR_TYPES = frozenset({
-    "cCCS1", "cCCS2", "cG105", "cMCS", "cTesla", "cType1", "cType2",
-    "s309_1P_16A", "s309_1P_32A", "s309_3P_16A", "s309_3P_32A", "sBS1361",
-    "sCEE_7_7", "sType2", "sType3", "Other1PhMax16A", "Other1PhOver16A",
-    "Other3Ph", "Pan", "wInductive", "wResonant", "Undetermined", "Unknown",
-})
-UNKNOWN_CONNECTOR = "Unknown"
-
-RESERVATION_RESULTS = ("Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
-CHECK_STATUSES = ("NotReserved", "ReservedForToken", "ReservedForOtherToken",
-                  "ReservedForOtherTokenAndHasParentToken")
-UPDATE_STATUSES = ("Placed", "Cancelled", "Removed", "Expired", "Used")
-CONNECTOR_EVENTS = frozenset({"Enable", "Disable", "Faulted", "ErrorCleared",
-                              "TransactionStarted", "SessionFinished"})
-CONNECTOR_STATES = ("Available", "Unavailable", "Faulted", "Occupied",
-                    "UnavailableFaulted", "FaultedOccupied")
-
-# -- error codes --------------------------------------------------------------
-
-BAD_REQUEST = "bad_request"
-UNKNOWN_COMMAND = "unknown_command"
-INVALID_ARGUMENT = "invalid_argument"
-INTERNAL = "internal"
-STORE_FAILED = "store_failed"
-ERROR_CODES = (BAD_REQUEST, UNKNOWN_COMMAND, INVALID_ARGUMENT, INTERNAL, STORE_FAILED)
-
+from .vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
 
 class ProtocolError(Exception):
-    """A request the actor refuses; `code` is one of ERROR_CODES."""
+    """A request the actor refuses, with the ErrorCode a client can act on."""
 
     request_id: Any = None   # set when the request's id could be read, to echo it
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
 
 
 def invalid(message: str) -> ProtocolError:
-    return ProtocolError(INVALID_ARGUMENT, message)
+    return ProtocolError(ErrorCode.INVALID_ARGUMENT, message)
 
 
 # -- command types --------------------------------------------------------------
@@ -72,7 +46,7 @@ class Reservation:
     expiry: float             # the same instant as UTC epoch seconds
     evse_id: int | None = None
     parent_id_token: str | None = None
-    connector_type: str | None = None
+    connector_type: ConnectorType | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reservation_id": self.reservation_id,
@@ -108,7 +82,7 @@ class ExistsReservation:
 class ConnectorEvent:
     evse_id: int
     connector_id: int
-    event: str
+    event: ConnectorEventType
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +155,16 @@ def _bool(value: Any, path: str) -> bool:
     return value
 
 
-def _one_of(allowed: frozenset[str]) -> Callable[[Any, str], str]:
-    def check(value: Any, path: str) -> str:
-        if type(value) is not str or value not in allowed:
-            raise invalid(f"{path}: {_describe(value)} is not one of {', '.join(sorted(allowed))}")
-        return value
+def _one_of(vocabulary: type[StrEnum]) -> Callable[[Any, str], StrEnum]:
+    """A check for a word of `vocabulary`, returning its member."""
+    members = {member.value: member for member in vocabulary}
+    listed = ", ".join(members)
+
+    def check(value: Any, path: str) -> StrEnum:
+        member = members.get(value) if type(value) is str else None
+        if member is None:
+            raise invalid(f"{path}: {_describe(value)} is not one of {listed}")
+        return member
     return check
 
 
@@ -272,7 +251,7 @@ _RESERVATION: dict[str, Field] = {
     "expiry_time": (lambda v, p: v, True),   # parsed below, keeping the text
     "evse_id": (_non_negative_id, False),
     "parent_id_token": (_token, False),
-    "connector_type": (_one_of(CONNECTOR_TYPES), False),
+    "connector_type": (_one_of(ConnectorType), False),
 }
 _RESERVATION_CHECK: dict[str, Field] = {
     "id_token": (_token, True),
@@ -303,32 +282,31 @@ def _flat(cls: type, fields: dict[str, Field]) -> Callable[[Any], Any]:
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
-    "reserve_now": _reserve_now,
-    "cancel_reservation": _flat(CancelReservation, {"reservation_id": (_int32, True)}),
-    "exists_reservation": _exists_reservation,
-    "connector_event": _flat(ConnectorEvent, {
+    Command.RESERVE_NOW: _reserve_now,
+    Command.CANCEL_RESERVATION: _flat(CancelReservation, {"reservation_id": (_int32, True)}),
+    Command.EXISTS_RESERVATION: _exists_reservation,
+    Command.CONNECTOR_EVENT: _flat(ConnectorEvent, {
         "evse_id": (_non_negative_id, True),
         "connector_id": (_non_negative_id, True),
-        "event": (_one_of(CONNECTOR_EVENTS), True)}),
-    "plug_event": _flat(PlugEvent, {
+        "event": (_one_of(ConnectorEventType), True)}),
+    Command.PLUG_EVENT: _flat(PlugEvent, {
         "evse_id": (_non_negative_id, True),
         "plugged_in": (_bool, True)}),
-    "use_reservation": _flat(UseReservation, {
+    Command.USE_RESERVATION: _flat(UseReservation, {
         "id_token": (_token, True),
         "evse_id": (_non_negative_id, False),
         "parent_id_token": (_token, False)}),
-    "is_charging_possible": _flat(IsChargingPossible, {"evse_id": (_non_negative_id, True)}),
-    "get_state": _flat(GetState, {}),
-    "ping": _flat(Ping, {}),
-    "stats": _flat(Stats, {}),
+    Command.IS_CHARGING_POSSIBLE: _flat(IsChargingPossible, {"evse_id": (_non_negative_id, True)}),
+    Command.GET_STATE: _flat(GetState, {}),
+    Command.PING: _flat(Ping, {}),
+    Command.STATS: _flat(Stats, {}),
 }
-COMMAND_NAMES = tuple(PARSERS)
 
 
 def parse_command(cmd: str, args: Any) -> Any:
     """The typed command for `cmd` with `args` (an absent args is an empty map)."""
     parser = PARSERS.get(cmd)
     if parser is None:
-        raise ProtocolError(UNKNOWN_COMMAND, f"unknown command {_describe(cmd)}; "
-                                             f"known: {', '.join(COMMAND_NAMES)}")
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {_describe(cmd)}; "
+                                                       f"known: {', '.join(Command)}")
     return parser({} if args is None else args)

@@ -9,14 +9,11 @@ from typing import Any
 
 import msgpack
 
-from .messages import BAD_REQUEST, ProtocolError
+from .messages import ProtocolError
+from .vocabulary import ErrorCode
 
 DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
-
-TOPIC_RESERVATION_UPDATE = "reservation_update"
-TOPIC_EVSE_RESERVED = "evse_reserved"
-TOPIC_EVSE_STATE = "evse_state"
 
 _REQUEST_KEYS = frozenset({"id", "cmd", "args"})
 
@@ -31,24 +28,24 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
     try:
         request = msgpack.unpackb(body, raw=False, **UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(BAD_REQUEST, f"request is not valid msgpack ({type(exc).__name__})") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"request is not valid msgpack ({type(exc).__name__})") from None
     if type(request) is not dict:
-        raise ProtocolError(BAD_REQUEST, "request must be a msgpack map with keys id, cmd, args")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "request must be a msgpack map with keys id, cmd, args")
     request_id = request.get("id")
     try:
         if request_id is not None and type(request_id) not in (int, str):
             request_id = None
-            raise ProtocolError(BAD_REQUEST, "id must be an integer or a string")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "id must be an integer or a string")
         if not _REQUEST_KEYS.issuperset(request):
             extra = request.keys() - _REQUEST_KEYS
-            raise ProtocolError(BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
                                              "a request has id, cmd, args")
         cmd = request.get("cmd")
         if type(cmd) is not str:
-            raise ProtocolError(BAD_REQUEST, "request has no cmd string")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "request has no cmd string")
         args = request.get("args")
         if args is not None and type(args) is not dict:
-            raise ProtocolError(BAD_REQUEST, f"args must be a map (or absent), got a "
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"args must be a map (or absent), got a "
                                              f"{type(args).__name__}")
         return request_id, cmd, args
     except ProtocolError as error:
@@ -60,13 +57,9 @@ def encode_result(request_id: Any, result: Any) -> bytes:
     return msgpack.packb({"id": request_id, "ok": True, "result": result})
 
 
-def encode_error(request_id: Any, code: str, message: str) -> bytes:
+def encode_error(request_id: Any, code: ErrorCode, message: str) -> bytes:
     return msgpack.packb({"id": request_id, "ok": False,
                           "error": {"code": code, "message": message}})
-
-
-def encode_update(topic: str, body: dict[str, Any]) -> list[bytes]:
-    return [topic.encode(), msgpack.packb(body)]
 
 
 def decode_reply(body: bytes) -> dict[str, Any]:

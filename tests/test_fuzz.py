@@ -36,16 +36,14 @@ from hypothesis.stateful import (
 
 from actor.server import MAX_FRAMES
 from bench.everest_baseline import arrival_orders_hold
-from protocol.messages import (
-    BAD_REQUEST, COMMAND_NAMES, CONNECTOR_EVENTS, CONNECTOR_TYPES, INVALID_ARGUMENT,
-    UNKNOWN_COMMAND, ProtocolError, parse_command, parse_rfc3339,
-)
+from protocol.messages import ProtocolError, parse_command, parse_rfc3339
+from protocol.vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
 from protocol.wire import UNPACK_LIMITS, decode_request
 
 from .conftest import start_actor
 
 # internal means a bug in the actor; store_failed cannot happen on ':memory:'.
-EXPECTED_CODES = {BAD_REQUEST, UNKNOWN_COMMAND, INVALID_ARGUMENT}
+EXPECTED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_COMMAND, ErrorCode.INVALID_ARGUMENT}
 TICK = 0.01           # the actor's default timer tick
 CLOCK_MARGIN = 0.1    # the actor's clock and ours, read a moment apart
 IN_USE = {"Occupied", "FaultedOccupied"}
@@ -83,7 +81,7 @@ TOKENS = ["ALICE", "alice", "BOB", "FLEET", "fleet"]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 10), st.sampled_from(HUGE_INTS),
     st.integers(-(2 ** 63), 2 ** 64 - 1), st.floats(), st.text(max_size=12),
-    st.binary(max_size=12), st.sampled_from(BAD_TIMES + TOKENS + sorted(CONNECTOR_EVENTS)),
+    st.binary(max_size=12), st.sampled_from(BAD_TIMES + TOKENS + sorted(ConnectorEventType)),
     st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8)),
     st.builds(msgpack.Timestamp, st.integers(0, 2 ** 33), st.integers(0, 999_999_999)),
 )
@@ -134,7 +132,7 @@ EVSE_ID = (st.sampled_from([1, 2, 3, 1, 2, 3, 0, 4]), st.one_of(st.sampled_from(
 TOKEN = tokens(st.one_of(st.sampled_from(TOKENS), st.text(min_size=1, max_size=255)))
 PARENT = tokens(st.sampled_from(TOKENS))
 CONNECTOR_TYPE = (st.sampled_from(["cCCS2", "cType2", "Unknown", "cCCS2", "cType2", "Unknown",
-                                   *sorted(CONNECTOR_TYPES)]),
+                                   *sorted(ConnectorType)]),
                   st.one_of(st.sampled_from(["CCS", "ccs2", "unknown", ""]), junk))
 
 # Each command's args: field -> ((valid, invalid) strategies, required).
@@ -156,7 +154,7 @@ SCHEMAS: dict[str, dict] = {
     "connector_event": {"evse_id": (EVSE_ID, True),
                         "connector_id": ((st.sampled_from([1, 2, 1, 2, 0, 3]),
                                           st.one_of(st.just(-1), junk)), True),
-                        "event": ((st.sampled_from(sorted(CONNECTOR_EVENTS)),
+                        "event": ((st.sampled_from(sorted(ConnectorEventType)),
                                    st.one_of(st.sampled_from(["enable", "Fault", ""]), junk)), True)},
     "plug_event": {"evse_id": (EVSE_ID, True),
                    "plugged_in": ((st.booleans(), st.one_of(st.sampled_from([0, 1, "true"]), junk)),
@@ -164,7 +162,7 @@ SCHEMAS: dict[str, dict] = {
     "is_charging_possible": {"evse_id": (EVSE_ID, True)},
     "get_state": {}, "ping": {}, "stats": {},
 }
-assert set(SCHEMAS) == set(COMMAND_NAMES)
+assert set(SCHEMAS) == set(Command)
 
 
 @st.composite
@@ -214,7 +212,7 @@ class Request:
 @st.composite
 def requests(draw, mutate: bool) -> Request:
     # Weighted toward the commands that change the station.
-    cmd = draw(st.sampled_from([*COMMAND_NAMES, *["reserve_now"] * 4, *["cancel_reservation"] * 2,
+    cmd = draw(st.sampled_from([*tuple(Command), *["reserve_now"] * 4, *["cancel_reservation"] * 2,
                                 "connector_event", "plug_event"]))
     fault = draw(st.sampled_from(["none", "args", "args", "args", "id", "cmd", "extra_key",
                                   "no_cmd", "not_a_map", "frame"])) if mutate else "none"
@@ -422,7 +420,7 @@ class ActorFuzz(RuleBasedStateMachine):
             # Validation refuses nothing valid; only the station can (no such EVSE or connector).
             cmd = request.message["cmd"]
             assert reply["ok"] or (cmd in ("connector_event", "plug_event")
-                                   and reply["error"]["code"] == INVALID_ARGUMENT), reply
+                                   and reply["error"]["code"] == ErrorCode.INVALID_ARGUMENT), reply
         return reply
 
     @rule(request=requests(mutate=False))
@@ -450,7 +448,7 @@ class ActorFuzz(RuleBasedStateMachine):
         decoded = msgpack.unpackb(reply[-1], raw=False)
         assert reply[:-1] == frames[:-1]
         if 1 + len(frames) > MAX_FRAMES:
-            assert decoded["error"]["code"] == BAD_REQUEST
+            assert decoded["error"]["code"] == ErrorCode.BAD_REQUEST
         else:
             assert decoded["id"] == readable_id(frames[-1])
             assert decoded["ok"] or decoded["error"]["code"] in EXPECTED_CODES
@@ -556,7 +554,7 @@ def test_malformed_expiry_time_is_invalid_argument(text):
     request = {"reservation_id": 1, "id_token": "T", "expiry_time": text}
     with pytest.raises(ProtocolError) as refused:
         parse_command("reserve_now", {"request": request})
-    assert refused.value.code == INVALID_ARGUMENT
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT
     assert refused.value.message.startswith("args.request.expiry_time: ")
 
 

@@ -3,7 +3,10 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actor.guarantee import UNKNOWN, can_use, guarantee_holds
+from actor.guarantee import can_use, guarantee_holds
+from protocol.vocabulary import ConnectorType
+
+UNKNOWN = ConnectorType.Unknown
 from bench.everest_baseline import arrival_orders_hold
 
 CCS = "cCCS2"
