@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,8 +46,17 @@ class CurveKeys:
     def load(cls, secret_key_file: str, authorized_keys: str) -> "CurveKeys":
         try:
             public, secret = zmq.auth.load_certificate(secret_key_file)
+            mode = stat.S_IMODE(os.stat(secret_key_file).st_mode)
         except (OSError, ValueError) as exc:
             raise SecurityError(f"secret_key_file {secret_key_file}: {exc}") from None
+        readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                   if mode & bit]
+        if readers:
+            # A warning, not a refusal: the key may sit on a file system without
+            # modes, and an actor that refuses to start strands every driver.
+            log.warning("secret_key_file %s is readable by %s (mode %04o): whoever reads it can "
+                        "pose as this actor; chmod 600 it", secret_key_file,
+                        " and ".join(readers), mode)
         if not secret:
             raise SecurityError(f"secret_key_file {secret_key_file} holds no secret key "
                                 "(is it the public .key file? use the .key_secret one)")

@@ -228,6 +228,24 @@ def test_secret_key_file_must_hold_a_secret(pki, short_tmp):
     assert "serving" not in done.stderr
 
 
+@pytest.mark.parametrize("mode, warned", [(0o600, False), (0o640, True), (0o604, True)])
+def test_a_secret_key_file_others_can_read_is_warned_about_once_at_start_up(
+        pki, short_tmp, mode, warned):
+    secret = shutil.copy(pki["secret_key_file"], short_tmp)
+    os.chmod(secret, mode)
+    config = write_config(short_tmp, security_toml({**pki, "secret_key_file": secret}))
+    running = start_actor("--config", config, **LOOPBACK)
+    try:
+        with friend(pki, running.command_endpoint) as client:
+            assert client.ping() == "pong"      # a warning, not a refusal
+    finally:
+        stop(running)
+    warnings = [line for line in running.log if " WARNING " in line and secret in line]
+    assert len(warnings) == warned, running.log
+    if warned:
+        assert f"{mode:04o}" in warnings[0]
+
+
 # -- exposure ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("endpoint", [
