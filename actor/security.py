@@ -60,6 +60,11 @@ class CurveKeys:
         if not secret:
             raise SecurityError(f"secret_key_file {secret_key_file} holds no secret key "
                                 "(is it the public .key file? use the .key_secret one)")
+        if not (_is_z85_key(public) and _is_z85_key(secret)):
+            # libzmq would refuse them only at bind, as a bare "Invalid argument".
+            raise SecurityError(f"secret_key_file {secret_key_file}: its keys are not CURVE keys "
+                                "(40 Z85 characters each); write a pair with `reservation-actor "
+                                "keygen`")
         try:
             authorized = frozenset(zmq.auth.load_certificates(authorized_keys))
         except OSError as exc:
@@ -73,6 +78,13 @@ class CurveKeys:
         sock.curve_server = True
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
+
+
+def _is_z85_key(key: bytes) -> bool:
+    try:
+        return len(z85.decode(key)) == 32
+    except (KeyError, ValueError):    # a character outside Z85, or a length not a multiple of 5
+        return False
 
 
 def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:

@@ -246,6 +246,19 @@ def test_a_secret_key_file_others_can_read_is_warned_about_once_at_start_up(
         assert f"{mode:04o}" in warnings[0]
 
 
+def test_a_secret_key_file_without_curve_keys_is_one_line_exit_2(pki, short_tmp):
+    secret = os.path.join(short_tmp, "actor.key_secret")
+    with open(secret, "w") as f:
+        f.write('curve\n    public-key = "short"\n    secret-key = "not a key"\n')
+    os.chmod(secret, 0o600)
+    config = write_config(short_tmp, security_toml({**pki, "secret_key_file": secret}))
+    done = run_actor("--config", config, "--command-endpoint", LOOPBACK["command"],
+                     "--update-endpoint", LOOPBACK["update"])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and secret in lines[0] and "not CURVE keys" in lines[0], done.stderr
+
+
 # -- exposure ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("endpoint", [
