@@ -67,7 +67,7 @@ class CurveKeys:
                                 "keygen`")
         try:
             authorized = frozenset(zmq.auth.load_certificates(authorized_keys))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:   # ValueError: a *.key holding no public key
             raise SecurityError(f"authorized_keys {authorized_keys}: {exc}") from None
         if not authorized:
             log.warning("authorized_keys %s holds no *.key certificate: every client will be "

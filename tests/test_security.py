@@ -259,6 +259,19 @@ def test_a_secret_key_file_without_curve_keys_is_one_line_exit_2(pki, short_tmp)
     assert len(lines) == 1 and secret in lines[0] and "not CURVE keys" in lines[0], done.stderr
 
 
+def test_an_authorized_key_file_without_a_key_is_one_line_exit_2(pki, short_tmp):
+    authorized = os.path.join(short_tmp, "authorized")
+    shutil.copytree(pki["authorized_keys"], authorized)
+    with open(os.path.join(authorized, "truncated.key"), "w") as f:
+        f.write("metadata\n")
+    config = write_config(short_tmp, security_toml({**pki, "authorized_keys": authorized}))
+    done = run_actor("--config", config, "--command-endpoint", LOOPBACK["command"],
+                     "--update-endpoint", LOOPBACK["update"])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "truncated.key" in lines[0], done.stderr
+
+
 # -- exposure ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("endpoint", [
