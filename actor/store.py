@@ -122,6 +122,9 @@ class Store:
         self.path = str(path)
         self._lock: int | None = None
         if self.path != MEMORY:
+            if os.path.isdir(self.path):   # before its lock file appears beside it
+                raise StoreError(f"store {self.path}: is a directory; give the database file's "
+                                 "path, e.g. DIRECTORY/store.sqlite3")
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -574,13 +574,15 @@ def test_unusable_store_stops_start_up_with_one_line_and_is_left_untouched(tmp_p
     assert path.read_bytes() == original
 
 
-def test_a_store_under_a_file_is_refused_with_one_line(tmp_path):
+def test_a_store_under_a_file_or_on_a_directory_is_refused_with_one_line(tmp_path):
     (tmp_path / "state").write_text("a file, not a directory")
-    path = tmp_path / "state" / "store.sqlite3"
-    result = run_actor("--store", str(path))
-    assert result.returncode == 3
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0], result.stderr
+    (tmp_path / "var").mkdir()
+    for path in (tmp_path / "state" / "store.sqlite3", tmp_path / "var"):
+        result = run_actor("--store", str(path))
+        assert result.returncode == 3
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "var"]   # nothing left beside
 
 
 # -- what a 0-byte file means ---------------------------------------------------------------
