@@ -10,6 +10,7 @@ core applies the start-up rules (expired, vanished EVSE, guarantee) to it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -154,7 +155,9 @@ class Store:
             wal_bytes = os.stat(wal).st_size
         except OSError:
             wal_bytes = 0
-        if wal_bytes and not reset:
+        if wal_bytes:
+            if reset:
+                return   # discarded on purpose
             raise StoreError(f"store {self.path}: the database file is empty (0 bytes) but {wal} "
                              f"holds {wal_bytes} bytes of commits that opening it would discard; "
                              "both were left untouched. Restore the database file, or move both "
@@ -281,8 +284,9 @@ class Store:
 
     def _release(self) -> None:
         if self._lock is not None:
-            os.ftruncate(self._lock, 0)   # no pid left behind to blame
-            os.close(self._lock)          # which releases the flock
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock, 0)   # no pid left behind to blame
+            os.close(self._lock)              # which releases the flock
             self._lock = None
 
 
@@ -306,6 +310,8 @@ def _take_lock(path: str) -> int:
             raise StoreError(f"store {path}: held by another actor ({owner}, lock {lock_path}); "
                              "stop that one first, or give this one another --store") from None
         raise StoreError(f"store {path}: cannot lock {lock_path} ({exc.strerror})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    # The pid only informs whoever is refused: a full disk must not stop the owner.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
