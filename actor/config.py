@@ -71,8 +71,8 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
-                          "TOML files are UTF-8") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is "
+                          f"{exc.object[exc.start]:#04x}); TOML files are UTF-8") from None
     except RecursionError:
         # tomllib parses nested arrays and inline tables recursively.
         raise ConfigError(f"{path}: arrays or tables nested too deeply to read") from None
