@@ -89,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 3
+    try:
+        actor = Actor(config, store, keys=keys)   # loads the store, checking every row
+    except StoreError as exc:
+        store.close()
+        print(f"reservation-actor: {exc}", file=sys.stderr)
+        return 3
     logging.getLogger("reservation_actor").info(
         "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
-    actor = Actor(config, store, keys=keys)
     try:
         actor.bind()
     except zmq.ZMQError as exc:

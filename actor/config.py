@@ -72,6 +72,12 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is "
+                          f"{exc.object[exc.start]:#04x}); TOML files are UTF-8") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to read") from None
     try:
         return config_from_dict(data)
     except ConfigError as exc:

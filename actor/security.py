@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,14 +46,28 @@ class CurveKeys:
     def load(cls, secret_key_file: str, authorized_keys: str) -> "CurveKeys":
         try:
             public, secret = zmq.auth.load_certificate(secret_key_file)
+            mode = stat.S_IMODE(os.stat(secret_key_file).st_mode)
         except (OSError, ValueError) as exc:
             raise SecurityError(f"secret_key_file {secret_key_file}: {exc}") from None
+        readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                   if mode & bit]
+        if readers:
+            # A warning, not a refusal: the key may sit on a file system without
+            # modes, and an actor that refuses to start strands every driver.
+            log.warning("secret_key_file %s is readable by %s (mode %04o): whoever reads it can "
+                        "pose as this actor; chmod 600 it", secret_key_file,
+                        " and ".join(readers), mode)
         if not secret:
             raise SecurityError(f"secret_key_file {secret_key_file} holds no secret key "
                                 "(is it the public .key file? use the .key_secret one)")
+        if not (_is_z85_key(public) and _is_z85_key(secret)):
+            # libzmq would refuse them only at bind, as a bare "Invalid argument".
+            raise SecurityError(f"secret_key_file {secret_key_file}: its keys are not CURVE keys "
+                                "(40 Z85 characters each); write a pair with `reservation-actor "
+                                "keygen`")
         try:
             authorized = frozenset(zmq.auth.load_certificates(authorized_keys))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:   # ValueError: a *.key holding no public key
             raise SecurityError(f"authorized_keys {authorized_keys}: {exc}") from None
         if not authorized:
             log.warning("authorized_keys %s holds no *.key certificate: every client will be "
@@ -63,6 +78,13 @@ class CurveKeys:
         sock.curve_server = True
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
+
+
+def _is_z85_key(key: bytes) -> bool:
+    try:
+        return len(z85.decode(key)) == 32
+    except (KeyError, ValueError):    # a character outside Z85, or a length not a multiple of 5
+        return False
 
 
 def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:

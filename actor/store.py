@@ -10,12 +10,18 @@ core applies the start-up rules (expired, vanished EVSE, guarantee) to it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.messages import Reservation, parse_rfc3339
+from protocol.messages import ProtocolError, Reservation, parse_command
+from protocol.vocabulary import Command, ConnectorState
+
+log = logging.getLogger("reservation_actor")
 
 SCHEMA_VERSION = 1
 MEMORY = ":memory:"
@@ -41,6 +47,8 @@ CREATE TABLE connector (
 );
 INSERT INTO meta VALUES ('seq', 0), ('position', 0);
 """
+_META_KEYS = ("seq", "position")
+_CONNECTOR_STATES = frozenset(ConnectorState)
 
 
 class StoreError(Exception):
@@ -94,34 +102,95 @@ def default_store_path() -> Path:
 
 
 class Store:
+    """The SQLite store, owned by one actor for its whole life.
+
+    Ownership is an flock(2) on PATH.lock, holding the owner's pid. Why not
+    SQLite's own locking_mode = EXCLUSIVE: it is taken only at the first write
+    and refuses with a bare "database is locked" that cannot name the owner, and
+    the refusal must happen before SQLite touches the database at all (a refused
+    start-up changes no file). The kernel drops an flock when its process dies,
+    SIGKILL included, so a crashed owner never blocks the next start. flock, not
+    fcntl/lockf record locks: those are per process and vanish when any file
+    descriptor on the file is closed, so a second Store in the same process
+    would both succeed and release the first one's lock. The lock file is never
+    deleted: unlinking it would let two starters lock two different inodes.
+    """
+
     def __init__(self, path: str | Path, *, synchronous: str = "full", reset: bool = False) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
                              f"got {synchronous!r}")
         self.path = str(path)
+        self._lock: int | None = None
         if self.path != MEMORY:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if os.path.isdir(self.path):   # before its lock file appears beside it
+                raise StoreError(f"store {self.path}: is a directory; give the database file's "
+                                 "path, e.g. DIRECTORY/store.sqlite3")
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot create its directory "
+                                 f"({exc.strerror})") from None
+            self._lock = _take_lock(self.path)
+        try:
+            if self.path != MEMORY:
+                self._refuse_truncated_file(reset)
+            self._db = self._connect(synchronous, reset)
+        except BaseException:
+            self._release()
+            raise
+
+    def _refuse_truncated_file(self, reset: bool) -> None:
+        """A 0-byte file is a new store only when it is really empty: no WAL
+        with content beside it. SQLite deletes the WAL of a 0-byte database on
+        open, and a WAL can hold every commit of a store never checkpointed, so
+        a truncated database file would silently lose them all."""
+        try:
+            if os.stat(self.path).st_size:
+                return
+        except OSError:
+            return   # missing: a new store; anything else SQLite reports
+        wal = f"{self.path}-wal"
+        try:
+            wal_bytes = os.stat(wal).st_size
+        except OSError:
+            wal_bytes = 0
+        if wal_bytes:
+            if reset:
+                return   # discarded on purpose
+            raise StoreError(f"store {self.path}: the database file is empty (0 bytes) but {wal} "
+                             f"holds {wal_bytes} bytes of commits that opening it would discard; "
+                             "both were left untouched. Restore the database file, or move both "
+                             "aside (or pass --reset-store) to start with an empty store")
+        log.info("store %s is empty (0 bytes, no WAL content beside it): starting a new store, "
+                 "as for a missing file", self.path)
+
+    def _connect(self, synchronous: str, reset: bool) -> sqlite3.Connection:
         try:
             # Autocommit mode: transactions are begun and ended explicitly below.
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot be opened ({exc})") from None
         try:
-            self._open(synchronous, reset)
+            self._open(db, synchronous, reset)
         except StoreError:
-            self._db.close()
+            db.close()
             raise
         except sqlite3.Error as exc:
-            self._db.close()
+            db.close()
             raise StoreError(f"store {self.path}: cannot be used ({exc}); it was left untouched. "
                              "Move it aside to start with an empty store") from None
+        return db
 
-    def _open(self, synchronous: str, reset: bool) -> None:
-        db = self._db
+    def _open(self, db: sqlite3.Connection, synchronous: str, reset: bool) -> None:
+        # Every refusal comes before the first write (the journal mode included).
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"store {self.path}: written by a newer version (schema {version}, "
                              f"this actor knows {SCHEMA_VERSION}); it was left untouched")
+        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(f"store {self.path}: a database with tables but no schema version, "
+                             "not a reservation-actor store; it was left untouched")
         if self.path != MEMORY:
             db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -134,19 +203,51 @@ class Store:
         db.execute("SELECT count(*) FROM reservation").fetchone()   # fails early on a damaged file
 
     def load(self) -> StoredState:
+        """The stored image, every value checked as the wire would check it,
+        or StoreError: a hand-edited or damaged row must stop start-up with
+        one line, not reach the core."""
+        try:
+            return self._load()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot be read ({exc}); it was left untouched. "
+                             "Move it aside to start with an empty store") from None
+
+    def _malformed(self, what: str) -> StoreError:
+        return StoreError(f"store {self.path}: {what}; it was left untouched. Correct it, or "
+                          "move it aside to start with an empty store")
+
+    def _load(self) -> StoredState:
         db = self._db
-        state = StoredState(seq=db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        for key in _META_KEYS:
+            value = meta.get(key)
+            if type(value) is not int or value < 0:
+                raise self._malformed(f"meta {key!r} is " + (
+                    "missing" if key not in meta else f"{value!r}, not an integer >= 0"))
+        state = StoredState(seq=meta["seq"])
         for rid, token, expiry_time, evse_id, parent, ctype in db.execute(
                 "SELECT reservation_id, id_token, expiry_time, evse_id, parent_id_token, "
                 "connector_type FROM reservation ORDER BY position"):
-            state.reservations.append(Reservation(
-                reservation_id=rid, id_token=token, expiry_time=expiry_time,
-                expiry=parse_rfc3339(expiry_time), evse_id=evse_id,
-                parent_id_token=parent, connector_type=ctype))
+            try:
+                state.reservations.append(parse_command(Command.RESERVE_NOW, {"request": {
+                    "reservation_id": rid, "id_token": token, "expiry_time": expiry_time,
+                    "evse_id": evse_id, "parent_id_token": parent, "connector_type": ctype,
+                }}).request)
+            except ProtocolError as error:
+                raise self._malformed(
+                    f"reservation {rid!r}: {error.message.removeprefix('args.request.')}") from None
         for evse_id, plugged in db.execute("SELECT evse_id, plugged_in FROM evse"):
+            if type(plugged) is not int or plugged not in (0, 1):
+                raise self._malformed(f"evse {evse_id!r}: plugged_in is {plugged!r}, not 0 or 1")
             state.evses[evse_id] = (bool(plugged), {})
         for evse_id, connector_id, connector_state in db.execute(
                 "SELECT evse_id, connector_id, state FROM connector"):
+            where = f"connector {connector_id!r} of evse {evse_id!r}"
+            if type(evse_id) is not int or type(connector_id) is not int:
+                raise self._malformed(f"{where}: ids must be integers")
+            if connector_state not in _CONNECTOR_STATES:
+                raise self._malformed(f"{where}: state {connector_state!r} is not one of "
+                                      f"{', '.join(ConnectorState)}")
             state.evses.setdefault(evse_id, (False, {}))[1][connector_id] = connector_state
         return state
 
@@ -179,3 +280,38 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock, 0)   # no pid left behind to blame
+            os.close(self._lock)              # which releases the flock
+            self._lock = None
+
+
+def _take_lock(path: str) -> int:
+    """The open, flocked PATH.lock holding this pid, or StoreError naming the
+    owner. Next to the real file, so two names for one store share one lock."""
+    lock_path = os.path.realpath(path) + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot open its lock file {lock_path} "
+                         f"({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        # The owner writes its pid just after locking: it may not be there yet.
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            owner = f"pid {holder}" if holder.isdigit() else "pid not known yet"
+            raise StoreError(f"store {path}: held by another actor ({owner}, lock {lock_path}); "
+                             "stop that one first, or give this one another --store") from None
+        raise StoreError(f"store {path}: cannot lock {lock_path} ({exc.strerror})") from None
+    # The pid only informs whoever is refused: a full disk must not stop the owner.
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -185,10 +185,21 @@ def parse_rfc3339(value: Any, path: str = "expiry_time") -> float:
     if fraction and len(fraction) > 6:
         # datetime resolves microseconds; finer digits cannot change a decision.
         text = text.replace("." + fraction, "." + fraction[:6], 1)
+    # A leap second (23:59:60 UTC) has no epoch instant of its own: it is read
+    # as the following second, by reading :59 and adding one.
+    leap = value[17:19] == "60"
+    if leap:
+        text = text[:17] + "59" + text[19:]
     try:
-        return datetime.fromisoformat(text).timestamp()
+        epoch = datetime.fromisoformat(text).timestamp()
     except ValueError as exc:
         raise invalid(f"{path}: {value!r} is not a valid date-time ({exc})") from None
+    if leap:
+        epoch += 1
+        if epoch // 1 % 86400:
+            raise invalid(f"{path}: {value!r} is not a valid date-time (second 60 is only the "
+                          "leap second, 23:59:60 UTC)")
+    return epoch
 
 
 # reprlib bounds depth and width: a request can nest lists ~1000 deep within

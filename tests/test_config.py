@@ -93,16 +93,26 @@ def test_each_mistake_is_named(data, complaint):
     assert complaint in str(refused.value)
 
 
-def test_a_bad_file_stops_start_up_with_one_line_naming_it(tmp_path):
+@pytest.mark.parametrize("content, complaint", [
+    pytest.param(b'[[evse]]\nid = 1\nconnectors = [{ id = 1, type = "Schuko" }]\n', "Schuko",
+                 id="bad-value"),
+    pytest.param(b'[reservations]\nenabled = true  # r\xe9servations\n', "not UTF-8",
+                 id="latin-1"),
+    pytest.param(b"\xff\xfe[\x00r\x00", "not UTF-8", id="utf-16"),
+    pytest.param(b"x = " + b"[" * 1000 + b"]" * 1000 + b"\n", "nested too deeply", id="deep-array"),
+    pytest.param(b"x = " + b"{ a = " * 1000 + b"1" + b" }" * 1000 + b"\n", "nested too deeply",
+                 id="deep-table"),
+])
+def test_a_bad_file_stops_start_up_with_one_line_naming_it(tmp_path, content, complaint):
     path = tmp_path / "station.toml"
-    path.write_text("[[evse]]\nid = 1\nconnectors = [{ id = 1, type = \"Schuko\" }]\n")
+    path.write_bytes(content)
     done = subprocess.run([sys.executable, "-m", "actor", "--config", str(path),
                            "--store", ":memory:"],
                           capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert str(path) in lines[0] and "Schuko" in lines[0]
+    assert len(lines) == 1, done.stderr
+    assert str(path) in lines[0] and complaint in lines[0]
 
 
 def test_unreadable_toml_is_refused_too(tmp_path):

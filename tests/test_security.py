@@ -228,6 +228,50 @@ def test_secret_key_file_must_hold_a_secret(pki, short_tmp):
     assert "serving" not in done.stderr
 
 
+@pytest.mark.parametrize("mode, warned", [(0o600, False), (0o640, True), (0o604, True)])
+def test_a_secret_key_file_others_can_read_is_warned_about_once_at_start_up(
+        pki, short_tmp, mode, warned):
+    secret = shutil.copy(pki["secret_key_file"], short_tmp)
+    os.chmod(secret, mode)
+    config = write_config(short_tmp, security_toml({**pki, "secret_key_file": secret}))
+    running = start_actor("--config", config, **LOOPBACK)
+    try:
+        with friend(pki, running.command_endpoint) as client:
+            assert client.ping() == "pong"      # a warning, not a refusal
+    finally:
+        stop(running)
+    warnings = [line for line in running.log if " WARNING " in line and secret in line]
+    assert len(warnings) == warned, running.log
+    if warned:
+        assert f"{mode:04o}" in warnings[0]
+
+
+def test_a_secret_key_file_without_curve_keys_is_one_line_exit_2(pki, short_tmp):
+    secret = os.path.join(short_tmp, "actor.key_secret")
+    with open(secret, "w") as f:
+        f.write('curve\n    public-key = "short"\n    secret-key = "not a key"\n')
+    os.chmod(secret, 0o600)
+    config = write_config(short_tmp, security_toml({**pki, "secret_key_file": secret}))
+    done = run_actor("--config", config, "--command-endpoint", LOOPBACK["command"],
+                     "--update-endpoint", LOOPBACK["update"])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and secret in lines[0] and "not CURVE keys" in lines[0], done.stderr
+
+
+def test_an_authorized_key_file_without_a_key_is_one_line_exit_2(pki, short_tmp):
+    authorized = os.path.join(short_tmp, "authorized")
+    shutil.copytree(pki["authorized_keys"], authorized)
+    with open(os.path.join(authorized, "truncated.key"), "w") as f:
+        f.write("metadata\n")
+    config = write_config(short_tmp, security_toml({**pki, "authorized_keys": authorized}))
+    done = run_actor("--config", config, "--command-endpoint", LOOPBACK["command"],
+                     "--update-endpoint", LOOPBACK["update"])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "truncated.key" in lines[0], done.stderr
+
+
 # -- exposure ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("endpoint", [

@@ -10,6 +10,7 @@ and `python -m actor` on a corrupt, future or reset store.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sqlite3
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from actor.config import Config, EvseConfig
 from actor.core import ReservationCore
 from actor.server import Actor
-from actor.store import SCHEMA_VERSION, Changes, Store, StoreError
+from actor.store import MEMORY, SCHEMA_VERSION, Changes, Store, StoreError
 from protocol.client import Client, CommandFailed
 from protocol.messages import (
     CancelReservation, ConnectorEvent, PlugEvent, Reservation, UseReservation,
@@ -387,8 +388,16 @@ class InProcessActor:
 
 def stored_view(path, config: Config = None) -> dict:
     """The store's content shaped like memory_view; an EVSE never written is as
-    configured: unplugged, every connector Available."""
-    stored = load(path)
+    configured: unplugged, every connector Available. Read from a backup copy,
+    as an operator would take one: the running actor owns the store itself."""
+    copy = Path(f"{path}.copy")
+    live = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with contextlib.closing(sqlite3.connect(copy)) as backup:
+        live.backup(backup)
+    live.close()
+    stored = load(copy)
+    for file in Path(path).parent.glob(f"{copy.name}*"):
+        file.unlink()
     evses = {e.id: (False, {cid: "Available" for cid, _ in e.connectors})
              for e in (config or STATION).evses}
     evses.update(stored.evses)
@@ -482,10 +491,70 @@ def _future_schema(path: Path) -> None:
     db.close()
 
 
+def _foreign(path: Path) -> None:
+    # Another program's database given as --store by mistake: adding our tables
+    # to it would change someone else's file.
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE notes (text); INSERT INTO notes VALUES ('not ours');")
+    db.close()
+
+
+def _damaged_data_pages(path: Path) -> None:
+    # Opening reads the schema and counts reservations; only load() reaches the
+    # connector table, so its damaged pages surface there.
+    store = Store(path)
+    store.commit(Changes(seq=2, reservations=[], evses=[
+        (evse_id, False, [(cid, "Available") for cid in range(1, 40)]) for evse_id in range(1, 100)]))
+    store.close()
+    db = sqlite3.connect(path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'connector'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+
+def _edited(sql: str):
+    """A good store (two reservations, EVSE 1 plugged in), then `sql` run on it
+    the way a person with the sqlite3 shell or a broken backup tool might."""
+    def make(path: Path) -> None:
+        store = Store(path)
+        store.commit(Changes(seq=3, reservations=[(1, reservation(1, "ALICE", evse=1)),
+                                                  (2, reservation(2, "BOB", ctype=CCS))],
+                             evses=[(1, True, [(1, "Available"), (2, "Faulted")])]))
+        store.close()
+        db = sqlite3.connect(path)
+        db.executescript(sql)
+        db.close()
+    return make
+
+
 @pytest.mark.parametrize("make, reason", [
     pytest.param(_garbage, "not a database", id="garbage"),
     pytest.param(_damaged_store, "malformed", id="damaged"),
+    pytest.param(_damaged_data_pages, "malformed", id="damaged-data-pages"),
     pytest.param(_future_schema, "newer version", id="future-schema"),
+    pytest.param(_foreign, "not a reservation-actor store", id="foreign-database"),
+    pytest.param(_edited("UPDATE reservation SET expiry_time = 'tomorrow' WHERE reservation_id = 2"),
+                 "reservation 2: expiry_time", id="expiry-time"),
+    pytest.param(_edited("UPDATE reservation SET expiry_time = 1e9 WHERE reservation_id = 2"),
+                 "reservation 2: expiry_time", id="expiry-time-number"),
+    pytest.param(_edited("UPDATE reservation SET id_token = X'414C494345' WHERE reservation_id = 1"),
+                 "reservation 1: id_token", id="id-token-type"),
+    pytest.param(_edited("UPDATE reservation SET evse_id = -1 WHERE reservation_id = 1"),
+                 "reservation 1: evse_id", id="evse-id"),
+    pytest.param(_edited("UPDATE reservation SET connector_type = 'CCS2' WHERE reservation_id = 2"),
+                 "reservation 2: connector_type", id="connector-type"),
+    pytest.param(_edited("UPDATE connector SET state = 'Broken' WHERE connector_id = 2"),
+                 "'Broken'", id="connector-state"),
+    pytest.param(_edited("UPDATE evse SET plugged_in = 'yes'"), "plugged_in", id="plugged-in"),
+    pytest.param(_edited("DELETE FROM meta WHERE key = 'seq'"), "meta 'seq'", id="no-seq"),
+    pytest.param(_edited("DELETE FROM meta WHERE key = 'position'"), "meta 'position'",
+                 id="no-position"),
+    pytest.param(_edited("UPDATE meta SET value = 'many' WHERE key = 'seq'"), "meta 'seq'",
+                 id="seq-type"),
+    pytest.param(_edited("DROP TABLE connector"), "no such table", id="table-missing"),
 ])
 def test_unusable_store_stops_start_up_with_one_line_and_is_left_untouched(tmp_path, make, reason):
     path = tmp_path / "store.sqlite3"
@@ -494,15 +563,112 @@ def test_unusable_store_stops_start_up_with_one_line_and_is_left_untouched(tmp_p
 
     result = run_actor("--store", str(path))
 
-    assert result.returncode == 3
+    assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(path) in lines[0] and reason in lines[0]
+    assert str(path) in lines[0] and reason in lines[0], lines[0]
     assert path.read_bytes() == original
     # Direct use of the Store refuses the same way.
     with pytest.raises(StoreError, match=reason):
-        Store(path)
+        load(path)
     assert path.read_bytes() == original
+
+
+def test_a_store_under_a_file_or_on_a_directory_is_refused_with_one_line(tmp_path):
+    (tmp_path / "state").write_text("a file, not a directory")
+    (tmp_path / "var").mkdir()
+    for path in (tmp_path / "state" / "store.sqlite3", tmp_path / "var"):
+        result = run_actor("--store", str(path))
+        assert result.returncode == 3
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "var"]   # nothing left beside
+
+
+# -- what a 0-byte file means ---------------------------------------------------------------
+
+def test_an_empty_file_is_taken_as_a_new_store_and_the_log_says_so(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    path.write_bytes(b"")
+    running = start_actor(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*", store=str(path))
+    try:
+        with running.client() as client:
+            assert client.reserve_now(reservation_id=1, id_token="ALICE",
+                                      expiry_time=rfc3339(AN_HOUR_FROM_NOW)) == "Accepted"
+    finally:
+        assert running.stop() == 0
+    said = [line for line in running.log if str(path) in line and "0 bytes" in line]
+    assert len(said) == 1 and " INFO " in said[0], running.log
+    assert [r.reservation_id for r in load(path).reservations] == [1]
+
+
+def test_an_empty_file_beside_a_wal_holding_commits_is_refused_and_left_untouched(tmp_path):
+    # SQLite deletes the WAL of a 0-byte database when it opens it: every commit
+    # in it (all of them, for a store never checkpointed) would be lost silently.
+    path = tmp_path / "store.sqlite3"
+    wal = Path(f"{path}-wal")
+    store = Store(path)
+    store.commit(Changes(seq=1, reservations=[(1, reservation(1, "ALICE"))], evses=[]))
+    commits = wal.read_bytes()
+    store.close()
+    assert commits
+    path.write_bytes(b"")
+    wal.write_bytes(commits)
+
+    result = run_actor("--store", str(path))
+
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(wal) in lines[0], result.stderr
+    assert path.read_bytes() == b"" and wal.read_bytes() == commits
+
+
+# -- one owner ------------------------------------------------------------------------------
+
+def test_a_store_has_one_owner_until_it_is_closed(path):
+    owner = Store(path)
+    with pytest.raises(StoreError, match=f"held by another actor.*pid {os.getpid()}"):
+        Store(path)
+    owner.close()
+    Store(path).close()
+    # Nothing to share in memory: any number of in-memory stores.
+    memory = Store(MEMORY)
+    Store(MEMORY).close()
+    memory.close()
+
+
+def test_a_second_actor_on_a_held_store_exits_3_before_binding_and_the_first_keeps_serving(
+        tmp_path):
+    path = tmp_path / "store.sqlite3"
+    endpoints = dict(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*", store=str(path))
+    first = start_actor(**endpoints)
+    try:
+        with first.client() as client:
+            assert client.reserve_now(reservation_id=1, id_token="ALICE", evse_id=1,
+                                      expiry_time=rfc3339(AN_HOUR_FROM_NOW)) == "Accepted"
+
+        second = run_actor("--store", str(path), "--log-level", "INFO")
+
+        assert second.returncode == 3, second.stderr
+        lines = second.stderr.strip().splitlines()
+        # One line and nothing else: not even the INFO line logged once bound.
+        assert len(lines) == 1 and "serving" not in second.stderr, second.stderr
+        assert str(path) in lines[0] and f"pid {first.process.pid}" in lines[0]
+        with first.client() as client:
+            assert client.ping() == "pong"
+            assert client.reserve_now(reservation_id=2, id_token="BOB", evse_id=2,
+                                      expiry_time=rfc3339(AN_HOUR_FROM_NOW)) == "Accepted"
+    finally:
+        first.process.kill()
+        first.process.wait()
+
+    # The kernel released the killed owner's lock: the next actor takes over.
+    third = start_actor(**endpoints)
+    try:
+        with third.client() as client:
+            assert [r["reservation_id"] for r in client.get_state()["reservations"]] == [1, 2]
+    finally:
+        assert third.stop() == 0
 
 
 def test_reset_store_starts_empty_on_purpose(tmp_path):
