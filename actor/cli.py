@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         actor.serve()
+    except StoreError as exc:   # the store became unreadable while serving
+        print(f"reservation-actor: {exc}", file=sys.stderr)
+        return 3
     finally:
         actor.close()
         store.close()

@@ -36,14 +36,13 @@ from protocol.messages import (
     Ping, PlugEvent, Reservation, ReserveNow, UseReservation, invalid,
 )
 from protocol.vocabulary import (
-    ConnectorState as State, ConnectorType, ReservationCheckStatus as Check,
+    ConnectorState, ConnectorState as State, ConnectorType, ReservationCheckStatus as Check,
     ReservationEndReason as End, ReservationResult as Result, ReservationUpdateStatus as Status,
     Topic,
 )
 
 from .connector import IN_USE, next_state
 from .guarantee import can_use, guarantee_holds, types_match
-from .store import Changes, StoredState
 from .wheel import TimerWheel
 
 # What a connector state answers when it is why a reservation cannot be made,
@@ -61,6 +60,22 @@ _REFUSAL = {
 }
 
 HELD_FOR_NON_SPECIFIC = -1   # evse_reserved's reservation_id for a held-back EVSE
+
+
+@dataclass
+class StoredState:
+    """The core's image as the store keeps it; restore() takes it over."""
+    seq: int = 0
+    reservations: list[Reservation] = field(default_factory=list)   # oldest first
+    evses: dict[int, tuple[bool, dict[int, ConnectorState]]] = field(default_factory=dict)
+
+
+@dataclass
+class Changes:
+    """What changed since the last take_changes(), for the store to write."""
+    seq: int
+    reservations: list[tuple[int, Reservation | None]]          # None: ended, delete it
+    evses: list[tuple[int, bool, list[tuple[int, ConnectorState]]]]   # (id, plugged_in, states)
 
 
 @dataclass

@@ -57,7 +57,7 @@ from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
 from .security import CurveKeys, ZapHandler
-from .store import Store, StoreError
+from .store import StateStore, StoreError
 
 log = logging.getLogger("reservation_actor")
 
@@ -113,7 +113,7 @@ class _Peer:
 
 
 class Actor:
-    def __init__(self, config: Config, store: Store, *, keys: CurveKeys | None = None,
+    def __init__(self, config: Config, store: StateStore, *, keys: CurveKeys | None = None,
                  context: zmq.Context | None = None, clock: UtcClock | None = None) -> None:
         """`keys`: CURVE on both sockets (see security.curve_keys, which also
         decides whether serving without them is allowed)."""

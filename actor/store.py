@@ -15,11 +15,13 @@ import fcntl
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from protocol.messages import ProtocolError, Reservation, parse_command
 from protocol.vocabulary import Command, ConnectorState
+
+from .core import Changes, StoredState
 
 log = logging.getLogger("reservation_actor")
 
@@ -55,22 +57,19 @@ class StoreError(Exception):
     """The store cannot be opened or written; the message is meant for the operator."""
 
 
-@dataclass
-class StoredState:
-    seq: int = 0
-    reservations: list[Reservation] = field(default_factory=list)   # oldest first
-    evses: dict[int, tuple[bool, dict[int, str]]] = field(default_factory=dict)
+class StateStore(Protocol):
+    """What the actor needs of a store; Store and MemoryStore are the two."""
 
+    path: str
 
-@dataclass
-class Changes:
-    """What one loop turn changed, as the core reports it."""
-    seq: int
-    reservations: list[tuple[int, Reservation | None]]     # None: ended, delete it
-    evses: list[tuple[int, bool, list[tuple[int, str]]]]    # (id, plugged_in, connector states)
+    def load(self) -> StoredState:
+        """The stored image, or StoreError."""
 
-    def __bool__(self) -> bool:
-        return bool(self.reservations or self.evses)
+    def commit(self, changes: Changes) -> None:
+        """Write one turn's changes in one transaction, or raise StoreError having written nothing."""
+
+    def close(self) -> None:
+        """Release the store (and its lock)."""
 
 
 class MemoryStore:
@@ -90,7 +89,7 @@ class MemoryStore:
 
 
 def open_store(path: str | Path, *, synchronous: str = "full",
-               reset: bool = False) -> "Store | MemoryStore":
+               reset: bool = False) -> StateStore:
     if str(path) == MEMORY:
         return MemoryStore()
     return Store(path, synchronous=synchronous, reset=reset)
@@ -121,20 +120,20 @@ class Store:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
                              f"got {synchronous!r}")
         self.path = str(path)
-        self._lock: int | None = None
-        if self.path != MEMORY:
-            if os.path.isdir(self.path):   # before its lock file appears beside it
-                raise StoreError(f"store {self.path}: is a directory; give the database file's "
-                                 "path, e.g. DIRECTORY/store.sqlite3")
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"store {self.path}: cannot create its directory "
-                                 f"({exc.strerror})") from None
-            self._lock = _take_lock(self.path)
+        if self.path == MEMORY:
+            # One meaning everywhere: ':memory:' is MemoryStore, which writes nothing.
+            raise ValueError("Store is a file; for ':memory:' use MemoryStore (open_store does)")
+        if os.path.isdir(self.path):   # before its lock file appears beside it
+            raise StoreError(f"store {self.path}: is a directory; give the database file's "
+                             "path, e.g. DIRECTORY/store.sqlite3")
         try:
-            if self.path != MEMORY:
-                self._refuse_truncated_file(reset)
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot create its directory "
+                             f"({exc.strerror})") from None
+        self._lock: int | None = _take_lock(self.path)
+        try:
+            self._refuse_truncated_file(reset)
             self._db = self._connect(synchronous, reset)
         except BaseException:
             self._release()
@@ -191,8 +190,7 @@ class Store:
         if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise StoreError(f"store {self.path}: a database with tables but no schema version, "
                              "not a reservation-actor store; it was left untouched")
-        if self.path != MEMORY:
-            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         if reset and version:
             db.executescript("BEGIN; DROP TABLE meta; DROP TABLE reservation; DROP TABLE evse; "

@@ -17,10 +17,10 @@ import zmq
 
 import actor.server as server
 from actor.config import Config, EvseConfig
-from actor.core import ReservationCore
 from actor.clock import UtcClock
+from actor.core import ReservationCore
 from actor.server import Actor
-from actor.store import Store
+from actor.store import MemoryStore
 from protocol.client import Client, result_of
 from protocol.messages import parse_command
 from .helpers import rfc3339
@@ -96,7 +96,7 @@ class Rig:
         config = Config(evses=tuple(EvseConfig(i, ((1, "cCCS2"),)) for i in range(1, EVSES + 1)),
                         command_endpoint="tcp://127.0.0.1:*", update_endpoint="tcp://127.0.0.1:*",
                         tick=TICK)
-        self.store = Store(":memory:")
+        self.store = MemoryStore()
         self.actor = Actor(config, self.store, context=context, clock=self.clock)
         self.actor.bind()
         self.poller = zmq.Poller()

@@ -18,9 +18,9 @@ import msgpack
 import pytest
 import zmq
 
-from actor.core import ReservationCore
+from actor.core import ReservationCore, StoredState
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
-from actor.store import StoredState
+
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
 

@@ -26,9 +26,9 @@ import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from actor.config import Config, EvseConfig
-from actor.core import ReservationCore
+from actor.core import Changes, ReservationCore
 from actor.server import Actor
-from actor.store import MEMORY, SCHEMA_VERSION, Changes, Store, StoreError
+from actor.store import MEMORY, SCHEMA_VERSION, MemoryStore, Store, StoreError, open_store
 from protocol.client import Client, CommandFailed
 from protocol.messages import (
     CancelReservation, ConnectorEvent, PlugEvent, Reservation, UseReservation,
@@ -631,10 +631,12 @@ def test_a_store_has_one_owner_until_it_is_closed(path):
         Store(path)
     owner.close()
     Store(path).close()
-    # Nothing to share in memory: any number of in-memory stores.
-    memory = Store(MEMORY)
-    Store(MEMORY).close()
+    # Nothing to share in memory: any number of in-memory stores, and only one kind.
+    memory = open_store(MEMORY)
+    assert isinstance(memory, MemoryStore) and isinstance(open_store(MEMORY), MemoryStore)
     memory.close()
+    with pytest.raises(ValueError, match="MemoryStore"):
+        Store(MEMORY)
 
 
 def test_a_second_actor_on_a_held_store_exits_3_before_binding_and_the_first_keeps_serving(
