@@ -1,11 +1,12 @@
-"""Server processes for the benchmarks: the actor, the bare echo and the bare publisher.
+"""Server processes for the benchmarks and the tests: the actor, the bare echo and the
+bare publisher, and the one launcher that starts each of them.
 
 Each runs in its own process, exactly as a user runs it (`python -m actor`,
-`python -m bench.echo`), with stderr sent to a temporary file: the bound
-endpoints are read from its first log line (so `tcp://127.0.0.1:*` works), and
-the actor's per-reservation INFO lines cost what they cost in production
-without a reader in the measuring process. Every process started here is
-stopped by `stop()`, and killed at interpreter exit if a suite forgot.
+`python -m bench.echo`), with stderr sent to a file: the bound endpoints are
+read from its "bound" log line (so `tcp://127.0.0.1:*` works), and the actor's
+per-reservation INFO lines cost what they cost in production without a reader
+in the measuring process competing for the CPUs. Every process started here is
+killed at interpreter exit if nobody stopped it, and its log file removed.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_ACTOR_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
-_ECHO_BOUND = re.compile(r"echo serving on (\S+)")
-_PUB_BOUND = re.compile(r"publisher serving on (\S+), updates on (\S+)")
+# What each server logs once its sockets are bound; the groups are its endpoints.
+ACTOR_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
+ECHO_BOUND = re.compile(r"echo serving on (\S+)")
+PUB_BOUND = re.compile(r"publisher serving on (\S+), updates on (\S+)")
 
 _live: set[subprocess.Popen] = set()
+_logs: set[str] = set()
 
 
 def _kill_all() -> None:
@@ -39,6 +41,11 @@ def _kill_all() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+    for path in list(_logs):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 atexit.register(_kill_all)
@@ -53,16 +60,25 @@ def untrack(process: subprocess.Popen) -> None:
     _live.discard(process)
 
 
-@dataclass
 class Server:
-    name: str
-    process: subprocess.Popen
-    endpoints: tuple[str, ...]
-    log_path: str
+    """A started server process: its bound endpoints, its process and its log.
+
+    The log stays readable after the process ends (a test reads why it exited);
+    close() removes it, and so does interpreter exit."""
+
+    def __init__(self, name: str, process: subprocess.Popen, log_path: str) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+        self.endpoints: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
         return self.endpoints[0]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log(self) -> str:
         try:
@@ -70,31 +86,56 @@ class Server:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 5.0) -> None:
-        process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        _live.discard(process)
+    def rss_kib(self) -> int:
+        """VmRSS of the process, in KiB."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+    def signal(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send `sig` (if still running) and return the exit status; raises
+        subprocess.TimeoutExpired if it does not exit within `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        status = self.process.wait(timeout)
+        _live.discard(self.process)
+        return status
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        try:
+            return self.signal(signal.SIGTERM, timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        return self.signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop it and remove its log."""
+        self.stop()
+        _logs.discard(self.log_path)
         try:
             os.unlink(self.log_path)
         except OSError:
             pass
 
 
-def start_process(name: str, argv: list[str], bound: re.Pattern, timeout: float = 15.0) -> Server:
-    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | None = None,
+                  timeout: float = 30.0) -> Server:
+    """`python ARGV...` (a module, `-m actor`, as its console script runs it) in
+    this project's directory, with `env` added to the environment; returns once
+    its log shows `bound`, whose groups become the server's endpoints. A process
+    that exits or does not bind within `timeout` raises RuntimeError with its log."""
+    log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+    _logs.add(log.name)
     try:
         process = subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+                                   stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT,
+                                   env={**os.environ, **env} if env else None)
     finally:
         log.close()
     _live.add(process)
-    server = Server(name, process, (), log.name)
+    server = Server(name, process, log.name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         match = bound.search(server.log())
@@ -105,41 +146,53 @@ def start_process(name: str, argv: list[str], bound: re.Pattern, timeout: float 
             break
         time.sleep(0.01)
     text = server.log()
-    server.stop()
+    server.close()
+    if process.returncode is not None and process.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"{name} exited with status {process.returncode} before binding:\n{text}")
     raise RuntimeError(f"{name} did not bind within {timeout} s:\n{text}")
 
 
-def start_actor(command: str, update: str, *, store: str, synchronous: str | None = None,
-                config: str | None = None, log_level: str = "INFO") -> Server:
-    """`python -m actor` at its default log level (INFO: one line per reservation
-    placed or ended, as in production), on `store` (a path or ':memory:'; never
-    the per-user default, which a benchmark must not touch)."""
-    argv = ["-m", "actor", "--command-endpoint", command, "--update-endpoint", update,
-            "--store", store, "--log-level", log_level]
+def actor_argv(command: str, update: str, *args: str, store: str,
+               log_level: str = "INFO") -> list[str]:
+    """`python -m actor` on two endpoints and `store` (a path or ':memory:'; never
+    the per-user default, which neither a test nor a benchmark may touch)."""
+    return ["-m", "actor", "--command-endpoint", command, "--update-endpoint", update,
+            "--store", store, "--log-level", log_level, *args]
+
+
+def start_actor(command: str, update: str, *args: str, store: str, synchronous: str | None = None,
+                config: str | None = None, log_level: str = "INFO", env: dict | None = None,
+                timeout: float = 30.0) -> Server:
+    """The actor at its default log level (INFO: one line per reservation placed
+    or ended, as in production); `args` are more command-line options.
+    endpoints = (command, update)."""
+    extra = list(args)
     if synchronous:
-        argv += ["--synchronous", synchronous]
+        extra += ["--synchronous", synchronous]
     if config:
-        argv += ["--config", config]
-    return start_process("actor", argv, _ACTOR_BOUND)
+        extra += ["--config", config]
+    return start_process("actor", actor_argv(command, update, *extra, store=store,
+                                             log_level=log_level), ACTOR_BOUND,
+                         env=env, timeout=timeout)
 
 
 def start_echo(endpoint: str) -> Server:
-    return start_process("echo", ["-m", "bench.echo", endpoint], _ECHO_BOUND)
+    return start_process("echo", ["-m", "bench.echo", endpoint], ECHO_BOUND)
 
 
 def start_publisher(control: str, update: str) -> Server:
-    return start_process("publisher", ["-m", "bench.echo", "--publisher", control, update], _PUB_BOUND)
+    return start_process("publisher", ["-m", "bench.echo", "--publisher", control, update], PUB_BOUND)
 
 
 @contextmanager
 def servers() -> Iterator[list[Server]]:
-    """A list to put started servers in; all are stopped on the way out."""
+    """A list to put started servers in; all are stopped (and their logs removed) on the way out."""
     started: list[Server] = []
     try:
         yield started
     finally:
         for server in reversed(started):
-            server.stop()
+            server.close()
 
 
 @contextmanager

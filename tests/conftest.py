@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import zmq
 
+from bench import procs
 from protocol.client import Client, Subscriber
 
-_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
 
-
-@dataclass
 class RunningActor:
-    process: subprocess.Popen
-    command_endpoint: str
-    update_endpoint: str
-    log: list[str]
+    """An actor started by start_actor(): its endpoints, its process and its log
+    (the lines it has written to stderr so far, readable after it exits)."""
+
+    def __init__(self, server: procs.Server) -> None:
+        self.server = server
+        self.process: subprocess.Popen = server.process
+        self.command_endpoint, self.update_endpoint = server.endpoints
+
+    @property
+    def log(self) -> list[str]:
+        return self.server.log().splitlines(keepends=True)
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def rss_kib(self) -> int:
+        return self.server.rss_kib()
 
     def client(self, **kwargs) -> Client:
         return Client(self.command_endpoint, **kwargs)
@@ -35,30 +41,19 @@ class RunningActor:
         return Subscriber(self.update_endpoint)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        return self.server.signal(sig, timeout)
+
+    def kill(self) -> None:
+        self.server.kill()
 
 
 def start_actor(*args: str, command: str, update: str, store: str = ":memory:",
                 env: dict | None = None) -> RunningActor:
-    """Start the actor and wait for its 'serving' line, which it logs once
-    both sockets are bound (so the endpoints' real ports are known)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actor", "--command-endpoint", command,
-         "--update-endpoint", update, "--store", store, "--log-level", "INFO", *args],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-        cwd=Path(__file__).resolve().parent.parent)
-    log: list[str] = []
-    for line in process.stderr:
-        log.append(line)
-        bound = _BOUND.search(line)
-        if bound:
-            # Keep draining stderr so the actor never blocks on a full pipe.
-            threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
-            return RunningActor(process, bound.group(1), bound.group(2), log)
-    process.wait()
-    raise RuntimeError("actor exited before binding:\n" + "".join(log))
+    """Start the actor (`python -m actor`, INFO log) and wait for its 'serving'
+    line, which it logs once both sockets are bound (so the endpoints' real
+    ports are known)."""
+    return RunningActor(procs.start_actor(command, update, *args, store=store, env=env,
+                                          timeout=60))
 
 
 @pytest.fixture
@@ -79,9 +74,7 @@ def endpoints_for(transport: str, directory: str) -> dict[str, str]:
 def actor(request, short_tmp):
     running = start_actor(**endpoints_for(request.param, short_tmp))
     yield running
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+    running.kill()
 
 
 @pytest.fixture

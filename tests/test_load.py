@@ -7,9 +7,10 @@ EVSEs, so it can predict every reply exactly from what it sent before (the actor
 decides one peer's requests in the order they were sent): a wrong result, a lost
 reply, a duplicated reply and an unknown id are all counted and must be zero.
 
-The actor's stderr goes to a file rather than to a pipe the test process drains:
-at INFO it writes two lines per reserve/cancel cycle, and a reader thread here
-would compete with the actor and the clients for the CPUs being measured.
+The actor's stderr goes to a file (bench.procs, through conftest's start_actor) rather
+than to a pipe the test process drains: at INFO it writes two lines per reserve/cancel
+cycle, and a reader thread here would compete with the actor and the clients for the
+CPUs being measured.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ import random
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -31,10 +29,9 @@ import pytest
 import zmq
 
 from protocol.client import Client
+from .conftest import RunningActor, start_actor
 from .helpers import rfc3339
 
-ROOT = Path(__file__).resolve().parent.parent
-_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
 
 WINDOW = 64                 # requests in flight per client
 CLIENTS = 4
@@ -63,60 +60,13 @@ def write_station(directory: str | Path, evses: int) -> str:
 # -- the actor process ---------------------------------------------------------------------
 
 
-@dataclass
-class ActorProcess:
-    process: subprocess.Popen
-    command_endpoint: str
-    update_endpoint: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def rss_kib(self) -> int:
-        """VmRSS of the actor process, in KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-def launch_actor(directory: str | Path, *args: str, command: str = "tcp://127.0.0.1:*",
-                 update: str = "tcp://127.0.0.1:*", store: str = ":memory:",
-                 name: str = "actor") -> ActorProcess:
-    """`python -m actor` with stderr to a file in `directory`; returns once its
-    'serving' line (logged when both sockets are bound) shows the endpoints."""
-    log_path = Path(directory) / f"{name}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "actor", "--command-endpoint", command,
-             "--update-endpoint", update, "--store", store, "--log-level", "INFO", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        bound = _BOUND.search(log_path.read_text(errors="replace"))
-        if bound:
-            return ActorProcess(process, bound.group(1), bound.group(2), log_path)
-        if process.poll() is not None:
-            break
-        time.sleep(0.01)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    raise RuntimeError("actor did not bind:\n" + log_path.read_text(errors="replace"))
+LOOPBACK = dict(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
 
 
 @pytest.fixture
 def actors():
     """A list to put started actors in; any still running at the end is killed."""
-    started: list[ActorProcess] = []
+    started: list[RunningActor] = []
     yield started
     for actor in started:
         actor.kill()
@@ -379,7 +329,7 @@ def parent_client(endpoint: str) -> Client:
 @pytest.mark.timeout(120)
 def test_pipelining_client_processes_get_every_reply_once_and_right(short_tmp, actors):
     station = write_station(short_tmp, CLIENTS * EVSES_PER_CLIENT)
-    actor = launch_actor(short_tmp, "--config", station)
+    actor = start_actor("--config", station, **LOOPBACK)
     actors.append(actor)
     with Clients(actor.command_endpoint, CLIENTS, EVSES_PER_CLIENT) as clients:
         results = clients.ask([("mix", LOAD_SECONDS, seed) for seed in range(CLIENTS)],
@@ -411,7 +361,7 @@ def rss_after_cycles(directory: str, cycles: int, actors: list) -> tuple[int, in
     """(RSS after the first cycles // 10 reserve/cancel cycles, RSS after all
     `cycles`), in KiB, the cycles spread over CLIENTS pipelining processes."""
     station = write_station(directory, CLIENTS * EVSES_PER_CLIENT)
-    actor = launch_actor(directory, "--config", station)
+    actor = start_actor("--config", station, **LOOPBACK)
     actors.append(actor)
     first = cycles // 10
     per_client = [first // CLIENTS, (cycles - first) // CLIENTS]
@@ -493,8 +443,7 @@ def test_sigterm_under_load_answers_what_it_committed_and_exits_0(short_tmp, act
         command = update = "tcp://127.0.0.1:*"
     else:
         command, update = f"ipc://{short_tmp}/cmd", f"ipc://{short_tmp}/upd"
-    actor = launch_actor(short_tmp, "--config", station, command=command, update=update,
-                         store=store, name="first")
+    actor = start_actor("--config", station, command=command, update=update, store=store)
     actors.append(actor)
     rng = random.Random(f"sigterm-{transport}")
     term_after = rng.randint(*TERM_AFTER)
@@ -559,7 +508,7 @@ def test_sigterm_under_load_answers_what_it_committed_and_exits_0(short_tmp, act
 
     assert actor.process.wait(EXIT_WITHIN) == 0
     assert exited_at - terminated_at < EXIT_WITHIN
-    first_log = actor.log()
+    first_log = "".join(actor.log)
     # It stopped mid-stream: requests were still in flight, never read, never answered.
     assert sent, "SIGTERM did not land mid-stream"
     # Every request it read was answered before it exited (none dropped at exit).
@@ -569,8 +518,8 @@ def test_sigterm_under_load_answers_what_it_committed_and_exits_0(short_tmp, act
     # The process is gone and its endpoints are free: the restart binds the same ones.
     if transport == "tcp":
         assert port_is_free(actor.command_endpoint) and port_is_free(actor.update_endpoint)
-    restarted = launch_actor(short_tmp, "--config", station, command=actor.command_endpoint,
-                             update=actor.update_endpoint, store=store, name="restart")
+    restarted = start_actor("--config", station, command=actor.command_endpoint,
+                            update=actor.update_endpoint, store=store)
     actors.append(restarted)
     assert (restarted.command_endpoint, restarted.update_endpoint) == \
         (actor.command_endpoint, actor.update_endpoint)
