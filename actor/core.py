@@ -11,18 +11,18 @@ The core never reads a clock or touches a socket, so the actor decides when
 
 State: the station's EVSEs and connectors, the active reservations in placement
 order (oldest first, which is the order re-checks keep them in), and the timer
-wheel that ends them at their expiry_time. Everything else is derived:
-the free EVSEs' signatures (cached: kept up to date as EVSE-specific
-reservations come and go, recounted after a connector or plug change), the
-per-type count of non-EVSE-specific reservations, and what each EVSE shows as
-reserved.
+wheel that ends them at their expiry_time. Everything else is derived, and kept up to date
+as it changes rather than recomputed: the index of free EVSEs by signature
+(the types of their Available connectors), the per-type count of
+non-EVSE-specific reservations, and what each EVSE shows as reserved.
 
 A reservation is active from Placed until a ReservationEndReason ends it; it never comes back. Where a rule changes what an EVSE shows as reserved,
 `_publish_reserved` compares with what was last published, so `evse_reserved`
-goes out only on change. While no EVSE is held for non-EVSE-specific
-reservations it compares only the EVSEs whose reservation changed, so placing,
-ending or expiring an EVSE-specific reservation costs the same on a station of
-10 EVSEs as on one of 10,000.
+goes out only on change. Which EVSEs are held back for non-EVSE-specific
+reservations is decided per signature (all free EVSEs of a signature are
+held, or none), so it compares only the EVSEs touched since the last publish
+and those of the signatures whose held status flipped: a decision costs what
+the station's distinct signatures cost, the same on 10 EVSEs as on 10,000.
 """
 
 from __future__ import annotations
@@ -95,13 +95,14 @@ class Connector:
 
 
 class Evse:
-    __slots__ = ("id", "connectors", "plugged_in", "reservation")
+    __slots__ = ("id", "connectors", "plugged_in", "reservation", "free_signature")
 
     def __init__(self, evse_id: int, connectors: Iterable[tuple[int, ConnectorType]]) -> None:
         self.id = evse_id
         self.connectors = {cid: Connector(cid, ctype) for cid, ctype in connectors}
         self.plugged_in = False
         self.reservation: Reservation | None = None   # its EVSE-specific reservation
+        self.free_signature: frozenset[ConnectorType] | None = None   # its index bucket; None: not free
 
     def car_on_connector(self) -> bool:
         return any(c.state in IN_USE for c in self.connectors.values())
@@ -152,10 +153,13 @@ class ReservationCore:
         self._station_types = {c.type for e in self._evses.values() for c in e.connectors.values()}
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[str] = Counter()
-        self._free: Counter[frozenset[str]] | None = None
+        # Free EVSEs by signature, and their count (what the guarantee reads).
+        self._free_ids: dict[frozenset[ConnectorType], set[int]] = {}
+        self._free: Counter[frozenset[ConnectorType]] = Counter()
+        self._held_signatures: frozenset[frozenset[ConnectorType]] = frozenset()
         self._position = {evse_id: n for n, evse_id in enumerate(self._evses)}
-        self._held_shown = False
         self._reset_shown({evse_id: None for evse_id in self._evses})
+        self._index_all()
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         # What changed since take_changes(), for the store. Dicts keep the order
@@ -233,7 +237,7 @@ class ReservationCore:
             for connector_id, state in states.items():
                 if connector_id in evse.connectors:
                     evse.connectors[connector_id].state = state
-        self._free = None
+        self._index_all()
         updates: list[tuple[str, dict[str, Any]]] = []
         ended = []
         for reservation in stored.reservations:
@@ -359,7 +363,7 @@ class ReservationCore:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
                 self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
-            self._drop_non_specific_beyond_guarantee(updates, self._free_signatures())
+            self._drop_non_specific_beyond_guarantee(updates, self._free)
         self._publish_reserved(updates)
         return connector.state
 
@@ -427,7 +431,7 @@ class ReservationCore:
     def _decide_non_specific(self, wanted: ConnectorType) -> Result:
         if not self._station_has(wanted):
             return Result.REJECTED
-        if guarantee_holds(self._with_one_more(wanted), self._free_signatures()):
+        if guarantee_holds(self._with_one_more(wanted), self._free):
             return Result.ACCEPTED
         if self._reservations or any(e.plugged_in for e in self._evses.values()):
             return Result.OCCUPIED
@@ -453,44 +457,49 @@ class ReservationCore:
 
     def _reserved_view(self) -> dict[int, int | None]:
         """Per EVSE: its specific reservation's id, HELD_FOR_NON_SPECIFIC when it is
-        held back for non-EVSE-specific reservations, else None. EVerest's
-        check_number_global_reservations_match_number_available_evses."""
-        held: set[int] = set()
+        held back for non-EVSE-specific reservations, else None."""
+        held = self._held_signatures = self._signatures_held()
+        return {evse.id: self._shown_by(evse, held) for evse in self._evses.values()}
+
+    @staticmethod
+    def _shown_by(evse: Evse, held: frozenset[frozenset[ConnectorType]]) -> int | None:
+        if evse.reservation is not None:
+            return evse.reservation.reservation_id
+        return HELD_FOR_NON_SPECIFIC if evse.free_signature in held else None
+
+    def _signatures_held(self) -> frozenset[frozenset[ConnectorType]]:
+        """The signatures whose free EVSEs are held back for non-EVSE-specific
+        reservations (EVerest's check_number_global_reservations_match_number_available_evses):
+        all usable ones when there are exactly as many as reservations, else those
+        a car of a type that could not get one more reservation could use."""
         count = sum(self._non_specific_types.values())
-        if count:
-            candidates = [(e.id, e.signature()) for e in self._evses.values() if e.is_free()]
-            candidates = [(evse_id, sig) for evse_id, sig in candidates if sig]
-            if len(candidates) == count:
-                held = {evse_id for evse_id, _ in candidates}
-            else:
-                free = self._free_signatures()
-                for wanted, n in self._non_specific_types.items():
-                    if n and not guarantee_holds(self._with_one_more(wanted), free):
-                        held.update(evse_id for evse_id, sig in candidates if can_use(wanted, sig))
-        return {
-            evse.id: (evse.reservation.reservation_id if evse.reservation is not None
-                      else HELD_FOR_NON_SPECIFIC if evse.id in held else None)
-            for evse in self._evses.values()
-        }
+        if not count:
+            return frozenset()
+        free = self._free
+        usable = [g for g, n in free.items() if g and n]
+        if sum(free[g] for g in usable) == count:
+            return frozenset(usable)
+        held: set[frozenset[ConnectorType]] = set()
+        for wanted, n in self._non_specific_types.items():
+            if n and not guarantee_holds(self._with_one_more(wanted), free):
+                held.update(g for g in usable if can_use(wanted, g))
+        return frozenset(held)
 
     def _publish_reserved(self, updates: list) -> None:
-        last = self._shown
+        before = self._held_signatures
+        held = self._held_signatures = self._signatures_held()
         touched = self._touched
-        if touched is not None and not self._held_shown and not any(self._non_specific_types.values()):
-            # Nothing is held for non-EVSE-specific reservations, now or at the
-            # last publish: an EVSE shows its own reservation, and only the
-            # touched ones can have changed. In station order, like the full view.
-            evses = self._evses
-            view = []
-            for evse_id in sorted(touched, key=self._position.__getitem__):
-                held = evses[evse_id].reservation
-                view.append((evse_id, None if held is None else held.reservation_id))
+        if touched is None:
+            candidates = list(self._evses)
         else:
-            full = self._reserved_view()
-            self._held_shown = HELD_FOR_NON_SPECIFIC in full.values()
-            view = full.items()
+            for signature in before ^ held:   # every free EVSE of these flips
+                touched.update(self._free_ids.get(signature, ()))
+            candidates = sorted(touched, key=self._position.__getitem__)
         self._touched = set()
-        for evse_id, shown in view:
+        last = self._shown
+        evses = self._evses
+        for evse_id in candidates:
+            shown = self._shown_by(evses[evse_id], held)
             if last[evse_id] != shown:
                 last[evse_id] = shown
                 self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
@@ -528,24 +537,39 @@ class ReservationCore:
             self._hold(self._evses[reservation.evse_id], None)
 
     def _hold(self, evse: Evse, reservation: Reservation | None) -> None:
-        """Set `evse`'s specific reservation, updating the cached free signatures
-        (recounting them is O(EVSEs), this is O(1))."""
-        free = self._free
-        if (free is not None and (evse.reservation is None) != (reservation is None)
-                and not evse.in_use()):
-            signature = evse.signature()
-            if reservation is None:
-                free[signature] += 1
-            elif free[signature] > 1:
-                free[signature] -= 1
-            else:
-                del free[signature]
+        """Set `evse`'s specific reservation."""
         evse.reservation = reservation
+        self._index(evse)
+
+    def _index(self, evse: Evse) -> None:
+        """File `evse` under the free signature its state gives it now (O(1);
+        recounting the station would be O(EVSEs)), and mark it for _publish_reserved."""
+        old = evse.free_signature
+        new = evse.signature() if evse.is_free() else None
+        if old != new:
+            if old is not None:
+                bucket = self._free_ids[old]
+                bucket.discard(evse.id)
+                if bucket:
+                    self._free[old] -= 1
+                else:
+                    del self._free_ids[old], self._free[old]
+            if new is not None:
+                self._free_ids.setdefault(new, set()).add(evse.id)
+                self._free[new] += 1
+            evse.free_signature = new
         if self._touched is not None:
             self._touched.add(evse.id)
 
+    def _index_all(self) -> None:
+        self._free_ids.clear()
+        self._free.clear()
+        for evse in self._evses.values():
+            evse.free_signature = None
+            self._index(evse)
+
     def _evse_changed(self, evse: Evse, updates: list) -> None:
-        self._free = None
+        self._index(evse)
         self._dirty_evses[evse.id] = None
         self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
 
@@ -567,18 +591,12 @@ class ReservationCore:
         body["seq"] = self.seq
         updates.append((topic, body))
 
-    def _free_signatures(self) -> Counter[frozenset[str]]:
-        if self._free is None:
-            self._free = Counter(e.signature() for e in self._evses.values() if e.is_free())
-        return self._free
-
-    def _free_without(self, evse: Evse) -> Counter[frozenset[str]]:
+    def _free_without(self, evse: Evse) -> Counter[frozenset[ConnectorType]]:
         """The free EVSEs once `evse` is taken (by a reservation or a car)."""
-        free = self._free_signatures()
-        if not evse.is_free():
-            return free
-        rest = free.copy()
-        rest[evse.signature()] -= 1
+        if evse.free_signature is None:
+            return self._free
+        rest = self._free.copy()
+        rest[evse.free_signature] -= 1
         return rest
 
     def _with_one_more(self, wanted: ConnectorType) -> Counter[ConnectorType]:
