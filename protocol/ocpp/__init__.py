@@ -10,3 +10,9 @@
 
 Needs the `ocpp` extra (`pip install 'reservation-actor[ocpp]'`).
 """
+
+# Light on purpose: the console script checks its command line with these
+# before it imports the `ocpp` library, which takes a second.
+OCPP_201 = "2.0.1"
+OCPP_16 = "1.6"
+DEFAULT_ACTOR_TIMEOUT = 3.0   # seconds; well inside the 30 s or so a CSMS waits for an answer

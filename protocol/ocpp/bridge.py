@@ -21,10 +21,10 @@ from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
 from ..vocabulary import ReservationResult, ReservationUpdateStatus, Topic
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
+from . import DEFAULT_ACTOR_TIMEOUT
 
 LOG = logging.getLogger("reservation-ocpp")
 
-DEFAULT_ACTOR_TIMEOUT = 3.0   # well inside the 30 s or so a CSMS waits for an answer
 _REPORTED_ENDS = frozenset({ReservationUpdateStatus.EXPIRED, ReservationUpdateStatus.REMOVED})
 
 
@@ -150,11 +150,21 @@ class ReportingMixin:
         actor's update stream shows them."""
         bridge = self.reservation_bridge
         sent: dict[Any, Any] = {}
+        ended: list[tuple[int, ReservationUpdateStatus]] = []
         actor_lost = False
         while True:
+            # Report first: on a new connection the mirrored state is already there.
+            for reservation_id, status in ended:
+                await self.tell_csms(self.send_reservation_ended(reservation_id, status))
+            if bridge.state is not None:
+                for key, status in self.connector_statuses(bridge.state).items():
+                    if sent.get(key) != status:
+                        await self.tell_csms(self.send_connector_status(key, status))
+                        sent[key] = status
             try:
                 ended = await bridge.follow(poll_interval)
             except TimeoutError:
+                ended = []
                 if not actor_lost:
                     LOG.warning("reservation actor unreachable; reporting resumes when it answers")
                 actor_lost = True
@@ -162,12 +172,6 @@ class ReportingMixin:
             if actor_lost:
                 LOG.info("reservation actor reachable again")
                 actor_lost = False
-            for reservation_id, status in ended:
-                await self.tell_csms(self.send_reservation_ended(reservation_id, status))
-            for key, status in self.connector_statuses(bridge.state).items():
-                if sent.get(key) != status:
-                    await self.tell_csms(self.send_connector_status(key, status))
-                    sent[key] = status
 
     async def tell_csms(self, message) -> None:
         """A CSMS that does not answer, or answers with something invalid, is

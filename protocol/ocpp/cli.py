@@ -17,8 +17,7 @@ import sys
 import zmq
 
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
-from .bridge import DEFAULT_ACTOR_TIMEOUT, LOG, ReservationBridge
-from .station import VERSIONS, CsmsSettings, run_station
+from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
 
 EXIT_USAGE = 2
 
@@ -31,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--csms", required=True, metavar="URL",
                         help="the CSMS's websocket URL (ws:// or wss://); the station id is appended")
     parser.add_argument("--station-id", required=True, metavar="ID")
-    parser.add_argument("--ocpp", choices=list(VERSIONS), default="2.0.1",
+    parser.add_argument("--ocpp", choices=[OCPP_201, OCPP_16], default=OCPP_201,
                         help="OCPP version (default 2.0.1)")
     parser.add_argument("--endpoint", default=DEFAULT_COMMAND_ENDPOINT, metavar="CMD",
                         help=f"the actor's command endpoint (default {DEFAULT_COMMAND_ENDPOINT})")
@@ -69,6 +68,12 @@ def read_password(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from .bridge import ReservationBridge   # the ocpp library: only once the arguments are good
+    from websockets.exceptions import InvalidURI
+    from websockets.uri import parse_uri
+
+    from .station import CsmsSettings
+
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The library logs every OCPP message at INFO; keep that for DEBUG.
@@ -79,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.ca_file:
             open(args.ca_file, "rb").close()
         settings = CsmsSettings(args.csms, args.station_id, args.ocpp, password, args.ca_file)
+        parse_uri(settings.address())
         bridge = ReservationBridge(args.endpoint, args.update_endpoint, timeout=args.actor_timeout,
                                    server_key=args.server_key, client_key=args.client_key)
-    except (OSError, ValueError, zmq.ZMQError) as exc:
+    except (OSError, ValueError, zmq.ZMQError, InvalidURI) as exc:
         print(f"reservation-ocpp: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -91,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _run_until_signalled(settings: CsmsSettings, bridge: ReservationBridge) -> None:
+async def _run_until_signalled(settings, bridge) -> None:
+    from .bridge import LOG
+    from .station import run_station
+
     task = asyncio.create_task(run_station(settings, bridge))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

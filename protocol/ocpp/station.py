@@ -25,9 +25,9 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.exceptions import InvalidHandshake, WebSocketException
 
-from . import v16, v201
+from . import OCPP_16, OCPP_201, v16, v201
 from .bridge import LOG, ReservationBridge
 
 VENDOR = "reservation-actor"
@@ -53,12 +53,12 @@ class Version:
 
 
 VERSIONS = {
-    "2.0.1": Version("ocpp2.0.1", Station201,
+    OCPP_201: Version("ocpp2.0.1", Station201,
                      lambda: call201.BootNotification(
                          charging_station={"vendor_name": VENDOR, "model": MODEL},
                          reason="PowerUp"),
                      call201.Heartbeat),
-    "1.6": Version("ocpp1.6", Station16,
+    OCPP_16: Version("ocpp1.6", Station16,
                    lambda: call16.BootNotification(charge_point_vendor=VENDOR,
                                                    charge_point_model=MODEL),
                    call16.Heartbeat),
@@ -69,7 +69,7 @@ VERSIONS = {
 class CsmsSettings:
     url: str                      # ws://host:port/path or wss://...; the station id is appended
     station_id: str
-    version: str = "2.0.1"
+    version: str = OCPP_201
     password: str | None = None   # OCPP security profile 1: HTTP Basic, user = station id
     ca_file: str | None = None    # profile 2: the CSMS's certificate is checked against it
 
@@ -107,11 +107,11 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
                                                reservation_bridge=bridge)
                 if await serve(station, version):
                     delay = FIRST_RETRY
-        except InvalidURI:
-            raise
         except (OSError, TimeoutError, WebSocketException, InvalidHandshake) as exc:
             LOG.warning("CSMS connection to %s ended: %s", settings.address(),
                         str(exc) or type(exc).__name__)
+        except Exception:   # a bug of ours: logged, and the station carries on
+            LOG.exception("internal error; reconnecting to the CSMS")
         LOG.info("reconnecting in %g s", delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, LAST_RETRY)
