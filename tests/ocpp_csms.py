@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -108,8 +109,10 @@ CENTRALS = {"2.0.1": ("ocpp2.0.1", Central201), "1.6": ("ocpp1.6", Central16)}
 
 
 class Csms:
-    def __init__(self, version: str, heartbeat: int = 300) -> None:
+    def __init__(self, version: str, heartbeat: int = 300,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.version = version
+        self.tls = tls
         self.subprotocol, self.central = CENTRALS[version]
         self.heartbeat = heartbeat
         self.messages: list[Message] = []
@@ -120,13 +123,15 @@ class Csms:
         self._thread.start()
         self.arrived = self.run(self._event())
         self._server = self.run(self._serve())
-        self.url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        scheme = "wss" if tls else "ws"
+        self.url = f"{scheme}://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _event(self) -> asyncio.Event:
         return asyncio.Event()
 
     async def _serve(self):
-        return await serve(self._connection, "127.0.0.1", 0, subprotocols=[self.subprotocol])
+        return await serve(self._connection, "127.0.0.1", 0, subprotocols=[self.subprotocol],
+                           ssl=self.tls)
 
     async def _connection(self, websocket) -> None:
         session = len(self.sessions)

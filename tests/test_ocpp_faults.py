@@ -5,6 +5,8 @@ runs its own actor, CSMS and bridge processes."""
 
 from __future__ import annotations
 
+import os
+import ssl
 import subprocess
 import sys
 import time
@@ -41,12 +43,12 @@ def shown(version: str, evses: dict[int, str]) -> dict:
 
 
 def start(version: str, *actor_args: str, heartbeat: int = 300, endpoints: dict | None = None,
-          **bridge_kwargs) -> Setup:
+          tls: ssl.SSLContext | None = None, bridge_args: tuple[str, ...] = ()) -> Setup:
     actor = start_actor(*actor_args, **(endpoints or dict(command="tcp://127.0.0.1:*",
                                                           update="tcp://127.0.0.1:*")))
-    csms = Csms(version, heartbeat=heartbeat)
+    csms = Csms(version, heartbeat=heartbeat, tls=tls)
     bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
-                          "--actor-timeout", "1", **bridge_kwargs)
+                          "--actor-timeout", "1", *bridge_args)
     running = Setup(actor, csms, bridge)
     try:
         csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
@@ -136,6 +138,22 @@ def test_reservations_disabled_in_the_actor(version, short_tmp):
             response = csms.call(call16.GetConfiguration(key=["ReserveConnectorZeroSupported"]))
             assert response.configuration_key == [
                 {"key": "ReserveConnectorZeroSupported", "readonly": True, "value": "false"}]
+    finally:
+        setup.stop()
+
+
+def test_wss_with_a_ca_file(short_tmp):
+    """Security profile 2: TLS to the CSMS, its certificate checked against --ca-file."""
+    cert, key = os.path.join(short_tmp, "csms.pem"), os.path.join(short_tmp, "csms.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    setup = start("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
+    try:
+        assert setup.csms.url.startswith("wss://")
+        assert setup.csms.call(reserve_now("2.0.1", 1, 1, in_future())).status == "Accepted"
     finally:
         setup.stop()
 
