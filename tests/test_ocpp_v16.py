@@ -119,7 +119,7 @@ def test_cancel_of_an_unknown_id_is_rejected(setup):
 
 
 def test_expired_reservation_leaves_reserved(setup):
-    assert reserve(setup, 11, 2, expiry=in_future(2)) == "Accepted"
+    assert reserve(setup, 11, 2, expiry=in_future(1)) == "Accepted"
     setup.csms.wait_statuses({2: RESERVED})
     setup.csms.wait_statuses({2: AVAILABLE})
     with setup.client() as client:

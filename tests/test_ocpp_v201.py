@@ -161,7 +161,7 @@ def test_cancel_of_an_unknown_id_is_rejected(setup):
 
 def test_expired_reservation_is_reported_once(setup):
     mark = setup.csms.mark()
-    assert reserve(setup, 11, evse_id=2, expiry=in_future(2)).status == "Accepted"
+    assert reserve(setup, 11, evse_id=2, expiry=in_future(1)).status == "Accepted"
     setup.csms.wait_statuses({(2, 1): "Reserved"})
     setup.csms.wait(lambda m: m.action == "ReservationStatusUpdate", since=mark,
                     what="ReservationStatusUpdate")
