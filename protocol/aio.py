@@ -162,7 +162,6 @@ class AsyncWatcher:
             applied.append(mirror.replace(await self.client.get_state()))
         sock = self.socket
         if await sock.poll(int(timeout * 1000), zmq.POLLIN):
-            mirror.heard()
             for _ in range(BATCH):
                 try:
                     frames = await sock.recv_multipart(zmq.NOBLOCK)
@@ -173,7 +172,7 @@ class AsyncWatcher:
                     applied.append((topic, body))
                 elif mirror.stale:
                     applied.append(mirror.replace(await self.client.get_state()))
-        elif mirror.check_due():
+        if mirror.check_due():
             snapshot = await self.client.get_state()
             if mirror.differs(snapshot):
                 applied.append(mirror.replace(snapshot))

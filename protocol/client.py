@@ -237,19 +237,17 @@ class Mirror:
     `receive` applies an update that follows `seq` and ignores one already in
     the snapshot; anything else (a gap, a topic it cannot apply) makes it
     `stale`: the owner then takes get_state and hands it to `replace`. After
-    `check_every` seconds without any update, `check_due` says to compare the
-    actor's seq with ours, because a loss at the tail of a burst shows no gap
-    until the next update, and an actor restarted without its history (a
-    ':memory:' store) counts seq from 0 again."""
+    `check_every` seconds without an update applied, `check_due` says to
+    compare the actor's seq with ours, because a loss at the tail of a burst
+    shows no gap until the next update, and an actor restarted without its
+    history (a ':memory:' store) counts seq from 0 again: its updates look
+    like ones already in the snapshot, so they must not count as heard."""
 
     def __init__(self, check_every: float | None) -> None:
         self.state: dict[str, Any] | None = None
         self.stale = True
         self.resyncs = 0
         self.check_every = check_every
-        self._last_heard = time.monotonic()
-
-    def heard(self) -> None:
         self._last_heard = time.monotonic()
 
     def check_due(self) -> bool:
@@ -266,6 +264,7 @@ class Mirror:
             return False
         if seq == self.state["seq"] + 1 and self._apply(topic, body):
             self.state["seq"] = seq
+            self._last_heard = time.monotonic()
             return True
         self.stale = True
         return False
@@ -276,6 +275,7 @@ class Mirror:
             self.resyncs += 1
         self.state = snapshot
         self.stale = False
+        self._last_heard = time.monotonic()
         return RESYNC, {"seq": snapshot["seq"]}
 
     def differs(self, snapshot: dict[str, Any]) -> bool:
@@ -318,8 +318,8 @@ class Watcher:
     the loss visible: an update with seq > state["seq"] + 1 means some were
     missed, and the Watcher replaces its state with a new get_state snapshot
     (counted in `resyncs`, reported by poll as (RESYNC, {"seq": ...})).
-    After `check_every` seconds without any update it also asks get_state
-    whether the actor is ahead of it (or restarted).
+    After `check_every` seconds without an update applied it also asks
+    get_state whether the actor is ahead of it (or restarted).
     """
 
     def __init__(self, command_endpoint: str = DEFAULT_COMMAND_ENDPOINT,
@@ -374,7 +374,6 @@ class Watcher:
             applied.append(mirror.replace(self.client.get_state()))
         sock = self.subscriber.socket
         if sock.poll(int(timeout * 1000), zmq.POLLIN):
-            mirror.heard()
             for _ in range(BATCH):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -385,7 +384,7 @@ class Watcher:
                     applied.append((topic, body))
                 elif mirror.stale:
                     applied.append(mirror.replace(self.client.get_state()))
-        elif mirror.check_due():
+        if mirror.check_due():
             snapshot = self.client.get_state()
             if mirror.differs(snapshot):
                 applied.append(mirror.replace(snapshot))

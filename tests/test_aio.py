@@ -243,34 +243,46 @@ def test_watcher_resynchronises_after_a_gap(short_tmp):
 
 
 def test_watcher_resynchronises_after_an_actor_restart(ipc_actor):
-    """The actor (':memory:' store) restarts empty: while it is down poll
-    raises TimeoutError, then the idle check finds the new seq and the state
-    is the new actor's."""
+    """The actor (':memory:' store) restarts empty, counting seq from 0: while
+    it is down poll raises TimeoutError; once it is back, its updates look
+    like ones already in the snapshot, and the idle check still finds the
+    new seq while they keep coming, before the new seq reaches the old."""
     running, endpoints = ipc_actor
+
+    async def probe(client: AsyncClient) -> None:
+        assert await client.reserve_now(reservation_id=PROBE_ID, id_token="probe",
+                                        expiry_time=in_future()) == "Accepted"
+        assert await client.cancel_reservation(PROBE_ID)
 
     async def body():
         async with AsyncClient(endpoints["command"], timeout=0.3) as client, \
                 AsyncWatcher(endpoints["command"], endpoints["update"], timeout=0.3,
                              check_every=0.2) as watcher:
             await subscribed(watcher, client)
+            for _ in range(100):   # 400 updates: the new actor will take a while to pass them
+                await probe(client)
             assert await client.reserve_now(reservation_id=1, id_token="A", evse_id=1,
                                             expiry_time=in_future()) == "Accepted"
             await catch_up(watcher, (await client.get_state())["seq"])
             assert [r["reservation_id"] for r in watcher.state["reservations"]] == [1]
+            old_seq = watcher.state["seq"]
             running[-1].stop()
             with pytest.raises(TimeoutError):
                 end = time.monotonic() + 10
                 while time.monotonic() < end:
                     await watcher.poll(0.1)
             running.append(start_actor(**endpoints))
-            resyncs = watcher.resyncs
+            resyncs, snapshots = watcher.resyncs, []
             end = time.monotonic() + 10
             while watcher.resyncs == resyncs:
                 assert time.monotonic() < end, "the watcher never resynchronised"
                 try:
-                    await watcher.poll(0.1)
+                    await probe(client)
+                    snapshots += [b["seq"] for t, b in await watcher.poll(0.02) if t == RESYNC]
                 except TimeoutError:
-                    pass
+                    pass   # the new actor is not reachable yet
+            assert snapshots and snapshots[0] < old_seq
+            await catch_up(watcher, (await client.get_state())["seq"])
             assert watcher.state == await client.get_state()
             assert watcher.state["reservations"] == []
 
