@@ -23,7 +23,9 @@ import ocpp.v16
 import ocpp.v201
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
+from ocpp.v16.enums import RegistrationStatus
 from ocpp.v201 import call as call201
+from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
@@ -50,18 +52,19 @@ class Version:
     charge_point: type
     boot: Callable[[], Any]
     heartbeat: Callable[[], Any]
+    accepted: str   # the boot's registration status that lets the station go on
 
 
 VERSIONS = {
-    OCPP_201: Version("ocpp2.0.1", Station201,
-                     lambda: call201.BootNotification(
-                         charging_station={"vendor_name": VENDOR, "model": MODEL},
-                         reason="PowerUp"),
-                     call201.Heartbeat),
-    OCPP_16: Version("ocpp1.6", Station16,
-                   lambda: call16.BootNotification(charge_point_vendor=VENDOR,
-                                                   charge_point_model=MODEL),
-                   call16.Heartbeat),
+    OCPP_201: Version(
+        "ocpp2.0.1", Station201,
+        lambda: call201.BootNotification(charging_station={"vendor_name": VENDOR, "model": MODEL},
+                                         reason=BootReasonEnumType.power_up),
+        call201.Heartbeat, RegistrationStatusEnumType.accepted),
+    OCPP_16: Version(
+        "ocpp1.6", Station16,
+        lambda: call16.BootNotification(charge_point_vendor=VENDOR, charge_point_model=MODEL),
+        call16.Heartbeat, RegistrationStatus.accepted),
 }
 
 
@@ -147,7 +150,7 @@ async def _boot(station: Any, version: Version) -> int:
         except (TimeoutError, OCPPError) as exc:
             LOG.warning("BootNotification got no valid answer: %s", exc)
             response = None
-        if response is not None and response.status == "Accepted":
+        if response is not None and response.status == version.accepted:
             LOG.info("boot accepted; heartbeat every %s s", response.interval)
             return response.interval
         wait = response.interval if response is not None and response.interval > 0 else BOOT_RETRY
