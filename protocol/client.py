@@ -7,6 +7,8 @@
 `call` is one request, one reply. `send` / `recv` pipeline: many requests in
 flight on one socket, each reply matched by its id. `Watcher` keeps a copy of
 the actor's state (get_state's shape) current from the update stream.
+`protocol.aio` has the same two on asyncio; both share the protocol logic here
+(`encode_request`, `result_of`, `Commands`, `Mirror`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgpack
 import zmq
 import zmq.auth
 
-from .vocabulary import ReservationUpdateStatus, Topic
+from .vocabulary import Command, ReservationUpdateStatus, Topic
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply, decode_update
 
 
@@ -47,17 +49,81 @@ def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) 
     sock.curve_secretkey = secret
 
 
-class Client:
+def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None) -> bytes:
+    request: dict[str, Any] = {"id": request_id, "cmd": cmd}
+    if args is not None:
+        request["args"] = args
+    return msgpack.packb(request)
+
+
+def result_of(reply: dict[str, Any]) -> Any:
+    if reply.get("ok"):
+        return reply.get("result")
+    error = reply.get("error") or {}
+    raise CommandFailed(error.get("code", "?"), error.get("message", ""))
+
+
+def timed_out(endpoint: str, wait: float) -> TimeoutError:
+    return TimeoutError(f"no reply from {endpoint} within {wait} s; the request was dropped "
+                        "with the socket, so it can no longer take effect")
+
+
+class Commands:
+    """The protocol's commands as methods over `call`. Client and AsyncClient
+    share them: AsyncClient.call is a coroutine function, so there each method
+    returns an awaitable of the same result."""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def reserve_now(self, **request: Any) -> str:
+        return self.call(Command.RESERVE_NOW, {"request": request})
+
+    def cancel_reservation(self, reservation_id: int) -> bool:
+        return self.call(Command.CANCEL_RESERVATION, {"reservation_id": reservation_id})
+
+    def exists_reservation(self, **request: Any) -> str:
+        return self.call(Command.EXISTS_RESERVATION, {"request": request})
+
+    def connector_event(self, evse_id: int, connector_id: int, event: str) -> str:
+        return self.call(Command.CONNECTOR_EVENT, {"evse_id": evse_id, "connector_id": connector_id,
+                                                   "event": event})
+
+    def plug_event(self, evse_id: int, plugged_in: bool) -> None:
+        return self.call(Command.PLUG_EVENT, {"evse_id": evse_id, "plugged_in": plugged_in})
+
+    def use_reservation(self, **args: Any) -> int | None:
+        return self.call(Command.USE_RESERVATION, args)
+
+    def is_charging_possible(self, evse_id: int) -> bool:
+        return self.call(Command.IS_CHARGING_POSSIBLE, {"evse_id": evse_id})
+
+    def get_state(self) -> dict[str, Any]:
+        return self.call(Command.GET_STATE)
+
+    def ping(self) -> str:
+        return self.call(Command.PING)
+
+    def stats(self) -> dict[str, Any]:
+        return self.call(Command.STATS)
+
+
+class Client(Commands):
+    """Commands over one DEALER socket. `call` follows the ZeroMQ guide's Lazy
+    Pirate: when no reply comes within `timeout` it closes the socket (with
+    LINGER 0, so a request still queued for an actor that is down is discarded)
+    and opens a new one, so a timed-out request can never reach an actor that
+    comes back later. `recv`'s timeout only says that nothing arrived yet; a
+    pipelining caller that gives up on what is in flight calls `reset()`."""
+
     def __init__(self, endpoint: str = DEFAULT_COMMAND_ENDPOINT, *,
                  timeout: float = 5.0, context: zmq.Context | None = None,
                  server_key: str | None = None, client_key: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        use_curve(self.socket, server_key, client_key)
-        self.socket.connect(endpoint)
+        self._keys = (server_key, client_key)
+        self.socket = dealer(self.context, endpoint, *self._keys)
         self._ids = itertools.count(1)
 
     def __enter__(self) -> "Client":
@@ -69,14 +135,16 @@ class Client:
     def close(self) -> None:
         self.socket.close()
 
+    def reset(self) -> None:
+        """Drop every request in flight with the socket; continue on a new one."""
+        self.socket.close()
+        self.socket = dealer(self.context, self.endpoint, *self._keys)
+
     # -- raw requests ----------------------------------------------------------------
 
     def send(self, cmd: str, args: dict[str, Any] | None = None) -> int:
         request_id = next(self._ids)
-        request: dict[str, Any] = {"id": request_id, "cmd": cmd}
-        if args is not None:
-            request["args"] = args
-        self.socket.send(msgpack.packb(request))
+        self.socket.send(encode_request(request_id, cmd, args))
         return request_id
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
@@ -87,53 +155,43 @@ class Client:
         return decode_reply(self.socket.recv())
 
     def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
-        """Send one command and return its result; raises CommandFailed on an error reply.
-        Replies to earlier requests that timed out are skipped by their id."""
+        """Send one command and return its result; raises CommandFailed on an
+        error reply, TimeoutError (after a reset) when no reply comes in time.
+        Replies to requests sent earlier with `send` are skipped by their id."""
         request_id = self.send(cmd, args)
+        deadline = time.monotonic() + self.timeout
         while True:
-            reply = self.recv()
+            try:
+                reply = self.recv(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                self.reset()
+                raise timed_out(self.endpoint, self.timeout) from None
             if reply.get("id") == request_id:
                 return result_of(reply)
 
-    # -- the commands ----------------------------------------------------------------
 
-    def reserve_now(self, **request: Any) -> str:
-        return self.call("reserve_now", {"request": request})
-
-    def cancel_reservation(self, reservation_id: int) -> bool:
-        return self.call("cancel_reservation", {"reservation_id": reservation_id})
-
-    def exists_reservation(self, **request: Any) -> str:
-        return self.call("exists_reservation", {"request": request})
-
-    def connector_event(self, evse_id: int, connector_id: int, event: str) -> str:
-        return self.call("connector_event", {"evse_id": evse_id, "connector_id": connector_id,
-                                             "event": event})
-
-    def plug_event(self, evse_id: int, plugged_in: bool) -> None:
-        return self.call("plug_event", {"evse_id": evse_id, "plugged_in": plugged_in})
-
-    def use_reservation(self, **args: Any) -> int | None:
-        return self.call("use_reservation", args)
-
-    def is_charging_possible(self, evse_id: int) -> bool:
-        return self.call("is_charging_possible", {"evse_id": evse_id})
-
-    def get_state(self) -> dict[str, Any]:
-        return self.call("get_state")
-
-    def ping(self) -> str:
-        return self.call("ping")
-
-    def stats(self) -> dict[str, Any]:
-        return self.call("stats")
+def dealer(context: zmq.Context, endpoint: str, server_key: str | None,
+           client_key: str | None) -> zmq.Socket:
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    use_curve(sock, server_key, client_key)
+    sock.connect(endpoint)
+    return sock
 
 
-def result_of(reply: dict[str, Any]) -> Any:
-    if reply.get("ok"):
-        return reply.get("result")
-    error = reply.get("error") or {}
-    raise CommandFailed(error.get("code", "?"), error.get("message", ""))
+def subscription(context: zmq.Context, endpoint: str, topics: tuple[str, ...],
+                 server_key: str | None, client_key: str | None,
+                 rcvhwm: int | None = None) -> zmq.Socket:
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    if rcvhwm is not None:
+        # Only takes effect before connect; tests shrink it to make a listener overflow.
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    use_curve(sock, server_key, client_key)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(endpoint)
+    return sock
 
 
 class Subscriber:
@@ -146,15 +204,7 @@ class Subscriber:
                  server_key: str | None = None, client_key: str | None = None,
                  rcvhwm: int | None = None) -> None:
         self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if rcvhwm is not None:
-            # Only takes effect before connect; tests shrink it to make a listener overflow.
-            self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        use_curve(self.socket, server_key, client_key)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.socket.connect(endpoint)
+        self.socket = subscription(self.context, endpoint, topics, server_key, client_key, rcvhwm)
 
     def __enter__(self) -> "Subscriber":
         return self
@@ -176,102 +226,62 @@ class Subscriber:
 
 
 RESYNC = "resync"   # Watcher.poll's entry for "the state was replaced by a new snapshot"
+BATCH = 1000        # updates applied per poll at most, so a flood cannot keep one poll from returning
 
 
-class Watcher:
-    """The actor's state (get_state's shape, in `state`), kept current from
-    the update stream: the ZeroMQ guide's Clone pattern.
+class Mirror:
+    """The Clone pattern's decisions, without sockets: Watcher and AsyncWatcher
+    feed it what they receive and do the I/O it asks for.
 
-        with Watcher() as watcher:
-            for topic, body in watcher:      # forever; or call poll(timeout)
-                print(topic, body, watcher.state["seq"])
+    `state` is a copy of get_state's result (None until the first snapshot).
+    `receive` applies an update that follows `seq` and ignores one already in
+    the snapshot; anything else (a gap, a topic it cannot apply) makes it
+    `stale`: the owner then takes get_state and hands it to `replace`. After
+    `check_every` seconds without an update applied, `check_due` says to
+    compare the actor's seq with ours, because a loss at the tail of a burst
+    shows no gap until the next update, and an actor restarted without its
+    history (a ':memory:' store) counts seq from 0 again: its updates look
+    like ones already in the snapshot, so they must not count as heard."""
 
-    The actor's PUB drops updates for a listener that falls behind rather than
-    wait for it, and says nothing. `seq` (+1 per update over all topics) makes
-    the loss visible: an update with seq > state["seq"] + 1 means some were
-    missed, and the Watcher replaces its state with a new get_state snapshot
-    (counted in `resyncs`, reported by poll as (RESYNC, {"seq": ...})).
-    A loss at the tail of a burst shows no gap until the next update, so after
-    `check_every` seconds without any update it also asks get_state whether
-    the actor is ahead of it.
-    """
-
-    def __init__(self, command_endpoint: str = DEFAULT_COMMAND_ENDPOINT,
-                 update_endpoint: str = DEFAULT_UPDATE_ENDPOINT, *,
-                 server_key: str | None = None, client_key: str | None = None,
-                 context: zmq.Context | None = None, timeout: float = 5.0,
-                 check_every: float | None = 1.0, rcvhwm: int | None = None) -> None:
-        # Subscribe before the snapshot, so nothing published after the snapshot
-        # can slip between the two unseen. The subscription reaches the PUB
-        # asynchronously; an update lost to that shows up as a gap like any other.
-        self.subscriber = Subscriber(update_endpoint, context=context, server_key=server_key,
-                                     client_key=client_key, rcvhwm=rcvhwm)
-        self.client = Client(command_endpoint, timeout=timeout, context=context,
-                             server_key=server_key, client_key=client_key)
-        self.check_every = check_every
+    def __init__(self, check_every: float | None) -> None:
+        self.state: dict[str, Any] | None = None
+        self.stale = True
         self.resyncs = 0
-        try:
-            self.state: dict[str, Any] = self.client.get_state()
-        except BaseException:
-            self.close()
-            raise
+        self.check_every = check_every
         self._last_heard = time.monotonic()
 
-    def __enter__(self) -> "Watcher":
-        return self
+    def check_due(self) -> bool:
+        if self.check_every is None or time.monotonic() - self._last_heard < self.check_every:
+            return False
+        self._last_heard = time.monotonic()
+        return True
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.subscriber.close()
-        self.client.close()
-
-    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        while True:
-            yield from self.poll(1.0)
-
-    def poll(self, timeout: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
-        """Wait up to `timeout` seconds for updates, apply what has arrived and
-        return it in order: the (topic, body) pairs applied to `state`, and
-        (RESYNC, {"seq": seq}) where the state was replaced by a snapshot.
-        Raises TimeoutError when the actor does not answer get_state."""
-        applied: list[tuple[str, dict[str, Any]]] = []
-        sock = self.subscriber.socket
-        if sock.poll(int(timeout * 1000), zmq.POLLIN):
-            self._last_heard = time.monotonic()
-            # Bounded, so a flood of updates cannot keep one poll from returning.
-            for _ in range(1000):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._receive(*decode_update(frames), applied)
-        elif self.check_every is not None and \
-                time.monotonic() - self._last_heard >= self.check_every:
-            self._last_heard = time.monotonic()
-            snapshot = self.client.get_state()
-            # Higher: the updates we lack were dropped. Lower: the actor restarted
-            # without its history (a ':memory:' store). Either way the snapshot is the truth.
-            if snapshot["seq"] != self.state["seq"]:
-                self._resync(applied, snapshot)
-        return applied
-
-    def _receive(self, topic: str, body: dict[str, Any], applied: list) -> None:
+    def receive(self, topic: str, body: dict[str, Any]) -> bool:
+        """True when `body` was applied to state; False when it was not (already
+        in the snapshot, or `stale` is now set)."""
         seq = body["seq"]
         if seq <= self.state["seq"]:
-            return   # already in the snapshot
+            return False
         if seq == self.state["seq"] + 1 and self._apply(topic, body):
             self.state["seq"] = seq
-            applied.append((topic, body))
-        else:
-            # A gap, or a topic this client cannot apply: only a snapshot is exact.
-            self._resync(applied)
+            self._last_heard = time.monotonic()
+            return True
+        self.stale = True
+        return False
 
-    def _resync(self, applied: list, snapshot: dict[str, Any] | None = None) -> None:
-        self.state = snapshot if snapshot is not None else self.client.get_state()
-        self.resyncs += 1
-        applied.append((RESYNC, {"seq": self.state["seq"]}))
+    def replace(self, snapshot: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Take `snapshot` as the state; the entry a poll reports for it."""
+        if self.state is not None:
+            self.resyncs += 1
+        self.state = snapshot
+        self.stale = False
+        self._last_heard = time.monotonic()
+        return RESYNC, {"seq": snapshot["seq"]}
+
+    def differs(self, snapshot: dict[str, Any]) -> bool:
+        # Higher: the updates we lack were dropped. Lower: the actor restarted
+        # without its history. Either way the snapshot is the truth.
+        return snapshot["seq"] != self.state["seq"]
 
     def _apply(self, topic: str, body: dict[str, Any]) -> bool:
         """Change `state` as the actor did when it published `body`; False when
@@ -293,3 +303,89 @@ class Watcher:
             evse.update((key, body[key]) for key in fields)
             return True
         return False
+
+
+class Watcher:
+    """The actor's state (get_state's shape, in `state`), kept current from
+    the update stream: the ZeroMQ guide's Clone pattern (decided by `Mirror`).
+
+        with Watcher() as watcher:
+            for topic, body in watcher:      # forever; or call poll(timeout)
+                print(topic, body, watcher.state["seq"])
+
+    The actor's PUB drops updates for a listener that falls behind rather than
+    wait for it, and says nothing. `seq` (+1 per update over all topics) makes
+    the loss visible: an update with seq > state["seq"] + 1 means some were
+    missed, and the Watcher replaces its state with a new get_state snapshot
+    (counted in `resyncs`, reported by poll as (RESYNC, {"seq": ...})).
+    After `check_every` seconds without an update applied it also asks
+    get_state whether the actor is ahead of it (or restarted).
+    """
+
+    def __init__(self, command_endpoint: str = DEFAULT_COMMAND_ENDPOINT,
+                 update_endpoint: str = DEFAULT_UPDATE_ENDPOINT, *,
+                 server_key: str | None = None, client_key: str | None = None,
+                 context: zmq.Context | None = None, timeout: float = 5.0,
+                 check_every: float | None = 1.0, rcvhwm: int | None = None) -> None:
+        # Subscribe before the snapshot, so nothing published after the snapshot
+        # can slip between the two unseen. The subscription reaches the PUB
+        # asynchronously; an update lost to that shows up as a gap like any other.
+        self.subscriber = Subscriber(update_endpoint, context=context, server_key=server_key,
+                                     client_key=client_key, rcvhwm=rcvhwm)
+        self.client = Client(command_endpoint, timeout=timeout, context=context,
+                             server_key=server_key, client_key=client_key)
+        self.mirror = Mirror(check_every)
+        try:
+            self.mirror.replace(self.client.get_state())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.mirror.state
+
+    @property
+    def resyncs(self) -> int:
+        return self.mirror.resyncs
+
+    def __enter__(self) -> "Watcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.subscriber.close()
+        self.client.close()
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        while True:
+            yield from self.poll(1.0)
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
+        """Wait up to `timeout` seconds for updates, apply what has arrived and
+        return it in order: the (topic, body) pairs applied to `state`, and
+        (RESYNC, {"seq": seq}) where the state was replaced by a snapshot.
+        Raises TimeoutError when the actor does not answer get_state (the next
+        poll tries again)."""
+        mirror, applied = self.mirror, []
+        if mirror.stale:
+            applied.append(mirror.replace(self.client.get_state()))
+        sock = self.subscriber.socket
+        if sock.poll(int(timeout * 1000), zmq.POLLIN):
+            for _ in range(BATCH):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                topic, body = decode_update(frames)
+                if mirror.receive(topic, body):
+                    applied.append((topic, body))
+                elif mirror.stale:
+                    applied.append(mirror.replace(self.client.get_state()))
+        if mirror.check_due():
+            snapshot = self.client.get_state()
+            if mirror.differs(snapshot):
+                applied.append(mirror.replace(snapshot))
+        return applied

@@ -1,0 +1,184 @@
+"""What the OCPP 2.0.1 and 1.6 handlers share: the actor, its mirrored state,
+and which reservation ends the CSMS must hear about.
+
+A `ReservationBridge` lives as long as the process, across CSMS connections:
+it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
+charge point's report task polls (`follow`). Each version's mixin subclasses
+`ReportingMixin`, which turns what `follow` returns into that version's
+messages, sending a connector status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ocpp.exceptions import InternalError, OCPPError
+
+from ..aio import AsyncClient, AsyncWatcher
+from ..client import CommandFailed
+from ..vocabulary import ReservationResult, ReservationUpdateStatus, Topic
+from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
+from . import DEFAULT_ACTOR_TIMEOUT
+
+LOG = logging.getLogger("reservation-ocpp")
+
+_REPORTED_ENDS = frozenset({ReservationUpdateStatus.EXPIRED, ReservationUpdateStatus.REMOVED})
+
+
+def service_unavailable(timeout: float) -> InternalError:
+    return InternalError(description=f"reservation service unavailable: the reservation actor "
+                                     f"did not answer within {timeout:g} s")
+
+
+class ReservationBridge:
+    def __init__(self, command_endpoint: str = DEFAULT_COMMAND_ENDPOINT,
+                 update_endpoint: str = DEFAULT_UPDATE_ENDPOINT, *,
+                 timeout: float = DEFAULT_ACTOR_TIMEOUT,
+                 server_key: str | None = None, client_key: str | None = None) -> None:
+        keys = dict(server_key=server_key, client_key=client_key)
+        self.timeout = timeout
+        self.client = AsyncClient(command_endpoint, timeout=timeout, **keys)
+        self.watcher = AsyncWatcher(command_endpoint, update_endpoint, timeout=timeout, **keys)
+        self._known: dict[int, str] = {}   # reservation id -> expiry_time, at the last follow
+        self._cancelled: set[int] = set()  # cancelled for the CSMS, not yet seen gone
+
+    def close(self) -> None:
+        self.client.close()
+        self.watcher.close()
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        return self.watcher.state
+
+    # -- what the handlers ask -----------------------------------------------------------
+
+    async def reserve_now(self, **request: Any) -> tuple[ReservationResult, str | None]:
+        """The actor's result, and why when it refused the request itself
+        (an invalid argument is Rejected, with the actor's message)."""
+        try:
+            result = ReservationResult(await self.client.reserve_now(**request))
+        except TimeoutError:
+            raise service_unavailable(self.timeout) from None
+        except CommandFailed as failed:
+            LOG.warning("reserve_now %s refused: %s", request.get("reservation_id"), failed)
+            return ReservationResult.REJECTED, f"{failed.code}: {failed.message}"
+        if result == ReservationResult.ACCEPTED:
+            self._cancelled.discard(request["reservation_id"])
+        return result, None
+
+    async def cancel_reservation(self, reservation_id: int) -> bool:
+        try:
+            cancelled = await self.client.cancel_reservation(reservation_id)
+        except TimeoutError:
+            raise service_unavailable(self.timeout) from None
+        if cancelled:
+            self._cancelled.add(reservation_id)
+        return cancelled
+
+    async def snapshot(self) -> dict[str, Any]:
+        """A fresh get_state, for the configuration questions."""
+        try:
+            return await self.client.get_state()
+        except TimeoutError:
+            raise service_unavailable(self.timeout) from None
+
+    async def station(self) -> dict[str, Any]:
+        """The mirrored state (fresh when there is none yet)."""
+        return self.watcher.state if self.watcher.state is not None else await self.snapshot()
+
+    # -- what the report task follows ----------------------------------------------------
+
+    async def follow(self, timeout: float) -> list[tuple[int, ReservationUpdateStatus]]:
+        """Wait up to `timeout` for the actor's updates; the reservation ends to
+        report, in order. Raises TimeoutError while the actor is unreachable.
+
+        An Expired or Removed update is reported as such. A reservation that
+        is gone without an update seen for it (lost in a gap, or the actor
+        restarted) is reported Expired when its expiry time has passed, else
+        Removed, unless the CSMS cancelled it through us."""
+        entries = await self.watcher.poll(timeout)
+        ended: list[tuple[int, ReservationUpdateStatus]] = []
+        streamed: set[int] = set()
+        for topic, body in entries:
+            if topic == Topic.RESERVATION_UPDATE:
+                streamed.add(body["reservation_id"])
+                if body["reservation_status"] in _REPORTED_ENDS:
+                    ended.append((body["reservation_id"],
+                                  ReservationUpdateStatus(body["reservation_status"])))
+        current = {r["reservation_id"]: r["expiry_time"] for r in self.watcher.state["reservations"]}
+        now = time.time()
+        for rid, expiry in self._known.items():
+            if rid not in current and rid not in streamed and rid not in self._cancelled:
+                ended.append((rid, ReservationUpdateStatus.EXPIRED if _epoch(expiry) <= now
+                              else ReservationUpdateStatus.REMOVED))
+        self._cancelled &= current.keys()
+        self._known = current
+        return ended
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
+class ReportingMixin:
+    """The report task shared by both versions' mixins: each supplies
+    `connector_statuses(state)` (key -> status, as compared for change) and
+    the two senders."""
+
+    reservation_bridge: ReservationBridge
+
+    def connector_statuses(self, state: dict[str, Any]) -> dict[Any, Any]:
+        raise NotImplementedError
+
+    async def send_connector_status(self, key: Any, status: Any) -> None:
+        raise NotImplementedError
+
+    async def send_reservation_ended(self, reservation_id: int,
+                                     status: ReservationUpdateStatus) -> None:
+        raise NotImplementedError
+
+    async def report_reservations(self, poll_interval: float = 1.0) -> None:
+        """Forever (cancel it when the connection ends): every connector's
+        status first, then each change and each reservation end, as the
+        actor's update stream shows them."""
+        bridge = self.reservation_bridge
+        sent: dict[Any, Any] = {}
+        ended: list[tuple[int, ReservationUpdateStatus]] = []
+        actor_lost = False
+        while True:
+            # Report first: on a new connection the mirrored state is already there.
+            for reservation_id, status in ended:
+                await self.tell_csms(self.send_reservation_ended(reservation_id, status))
+            if bridge.state is not None:
+                for key, status in self.connector_statuses(bridge.state).items():
+                    if sent.get(key) != status:
+                        await self.tell_csms(self.send_connector_status(key, status))
+                        sent[key] = status
+            try:
+                ended = await bridge.follow(poll_interval)
+            except TimeoutError:
+                ended = []
+                if not actor_lost:
+                    LOG.warning("reservation actor unreachable; reporting resumes when it answers")
+                actor_lost = True
+                continue
+            if actor_lost:
+                LOG.info("reservation actor reachable again")
+                actor_lost = False
+
+    async def tell_csms(self, message) -> None:
+        """A CSMS that does not answer, or answers with something invalid, is
+        logged and not asked again: the next change is sent as usual."""
+        try:
+            await message
+        except TimeoutError as exc:
+            LOG.warning("the CSMS did not answer: %s", exc)
+        except OCPPError as exc:
+            LOG.warning("the CSMS answered with an invalid message: %s", exc)

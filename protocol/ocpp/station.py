@@ -1,0 +1,167 @@
+"""The runnable charge point: one websocket connection to a CSMS at a time,
+kept up for as long as the process runs.
+
+A connection goes: websocket to URL/ID with the version's subprotocol (HTTP
+Basic auth when a password is given, TLS for wss://), BootNotification until
+Accepted, then at the same time the library's message loop (the handlers),
+the report task (StatusNotification for every connector, then each change)
+and Heartbeat at the interval the CSMS returned. When the connection ends,
+the next attempt follows after a delay of 1 s, doubling to 30 s, reset once
+a connection has booted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import quote
+
+import ocpp.v16
+import ocpp.v201
+from ocpp.exceptions import OCPPError
+from ocpp.v16 import call as call16
+from ocpp.v16.enums import RegistrationStatus
+from ocpp.v201 import call as call201
+from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, WebSocketException
+
+from . import OCPP_16, OCPP_201, v16, v201
+from .bridge import LOG, ReservationBridge
+
+VENDOR = "reservation-actor"
+MODEL = "reservation-ocpp"
+FIRST_RETRY, LAST_RETRY = 1.0, 30.0
+BOOT_RETRY = 10.0   # when a CSMS that did not accept the boot gives no interval
+
+
+class Station201(v201.ReservationHandlers, ocpp.v201.ChargePoint):
+    pass
+
+
+class Station16(v16.ReservationHandlers, ocpp.v16.ChargePoint):
+    pass
+
+
+@dataclass(frozen=True)
+class Version:
+    subprotocol: str
+    charge_point: type
+    boot: Callable[[], Any]
+    heartbeat: Callable[[], Any]
+    accepted: str   # the boot's registration status that lets the station go on
+
+
+VERSIONS = {
+    OCPP_201: Version(
+        "ocpp2.0.1", Station201,
+        lambda: call201.BootNotification(charging_station={"vendor_name": VENDOR, "model": MODEL},
+                                         reason=BootReasonEnumType.power_up),
+        call201.Heartbeat, RegistrationStatusEnumType.accepted),
+    OCPP_16: Version(
+        "ocpp1.6", Station16,
+        lambda: call16.BootNotification(charge_point_vendor=VENDOR, charge_point_model=MODEL),
+        call16.Heartbeat, RegistrationStatus.accepted),
+}
+
+
+@dataclass(frozen=True)
+class CsmsSettings:
+    url: str                      # ws://host:port/path or wss://...; the station id is appended
+    station_id: str
+    version: str = OCPP_201
+    password: str | None = None   # OCPP security profile 1: HTTP Basic, user = station id
+    ca_file: str | None = None    # profile 2: the CSMS's certificate is checked against it
+
+    def address(self) -> str:
+        return f"{self.url.rstrip('/')}/{quote(self.station_id, safe='')}"
+
+
+def tls_context(settings: CsmsSettings) -> ssl.SSLContext | None:
+    if not settings.url.startswith("wss://"):
+        return None
+    return ssl.create_default_context(cafile=settings.ca_file)
+
+
+def auth_headers(settings: CsmsSettings) -> dict[str, str]:
+    if settings.password is None:
+        return {}
+    token = base64.b64encode(f"{settings.station_id}:{settings.password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None:
+    """Forever: connect, boot, serve, and reconnect after the connection ends."""
+    version = VERSIONS[settings.version]
+    delay = FIRST_RETRY
+    while True:
+        try:
+            async with connect(settings.address(), subprotocols=[version.subprotocol],
+                               additional_headers=auth_headers(settings),
+                               ssl=tls_context(settings), open_timeout=10) as websocket:
+                if websocket.subprotocol != version.subprotocol:
+                    raise ConnectionError(f"the CSMS did not accept subprotocol "
+                                          f"{version.subprotocol}")
+                LOG.info("connected to %s (%s)", settings.address(), version.subprotocol)
+                station = version.charge_point(settings.station_id, websocket,
+                                               reservation_bridge=bridge)
+                if await serve(station, version):
+                    delay = FIRST_RETRY
+        except (OSError, TimeoutError, WebSocketException, InvalidHandshake) as exc:
+            LOG.warning("CSMS connection to %s ended: %s", settings.address(),
+                        str(exc) or type(exc).__name__)
+        except Exception:   # a bug of ours: logged, and the station carries on
+            LOG.exception("internal error; reconnecting to the CSMS")
+        LOG.info("reconnecting in %g s", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, LAST_RETRY)
+
+
+async def serve(station: Any, version: Version) -> bool:
+    """Until the connection ends (raising what ended it); True when it got
+    as far as an accepted boot."""
+    booted = asyncio.Event()
+    reader = asyncio.create_task(station.start())
+    work = asyncio.create_task(_session(station, version, booted))
+    try:
+        done, _ = await asyncio.wait({reader, work}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in (reader, work):
+            task.cancel()
+        await asyncio.gather(reader, work, return_exceptions=True)
+    return booted.is_set()
+
+
+async def _session(station: Any, version: Version, booted: asyncio.Event) -> None:
+    interval = await _boot(station, version)
+    booted.set()
+    await asyncio.gather(station.report_reservations(), _heartbeat(station, version, interval))
+
+
+async def _boot(station: Any, version: Version) -> int:
+    while True:
+        try:
+            response = await station.call(version.boot())
+        except (TimeoutError, OCPPError) as exc:
+            LOG.warning("BootNotification got no valid answer: %s", exc)
+            response = None
+        if response is not None and response.status == version.accepted:
+            LOG.info("boot accepted; heartbeat every %s s", response.interval)
+            return response.interval
+        wait = response.interval if response is not None and response.interval > 0 else BOOT_RETRY
+        LOG.warning("boot not accepted (%s); trying again in %s s",
+                    getattr(response, "status", "no answer"), wait)
+        await asyncio.sleep(wait)
+
+
+async def _heartbeat(station: Any, version: Version, interval: int) -> None:
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await station.tell_csms(station.call(version.heartbeat()))

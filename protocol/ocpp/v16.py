@@ -1,0 +1,93 @@
+"""OCPP 1.6: ReserveNow, CancelReservation and GetConfiguration answered from the
+actor, StatusNotification from its update stream.
+
+A 1.6 connector is an actor EVSE (connector id n is EVSE n, as EVerest maps
+it); connector 0 in ReserveNow is a reservation on any EVSE. 1.6 has no
+ReservationStatusUpdate: an expired or removed reservation shows only as its
+connector leaving Reserved.
+
+    class Station(ReservationHandlers, ocpp.v16.ChargePoint): ...
+    station = Station(station_id, websocket, reservation_bridge=bridge)
+    await asyncio.gather(station.start(), station.report_reservations())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v16 import call, call_result
+from ocpp.v16.datatypes import KeyValue
+from ocpp.v16.enums import Action, CancelReservationStatus, ReservationStatus
+
+from ..vocabulary import ReservationUpdateStatus
+from .bridge import LOG, ReportingMixin, ReservationBridge, now_rfc3339
+from .mapping import RESERVE_NOW_STATUS_16, connector_statuses_16, ocpp_boolean
+
+WHOLE_STATION = 0
+
+
+# The configuration keys answered, each from a get_state snapshot; all read-only.
+CONFIGURATION = {
+    "ReserveConnectorZeroSupported": lambda state: ocpp_boolean(state["non_evse_specific"]),
+    "SupportedFeatureProfiles": lambda state: "Core,Reservation",
+}
+
+
+class ReservationHandlers(ReportingMixin):
+    """Mix into an `ocpp.v16.ChargePoint` subclass (before it in the bases)."""
+
+    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reservation_bridge = reservation_bridge
+
+    @on(Action.reserve_now)
+    async def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str,
+                             reservation_id: int, parent_id_tag: str | None = None,
+                             **_: Any) -> call_result.ReserveNow:
+        request: dict[str, Any] = {"reservation_id": reservation_id, "id_token": id_tag,
+                                   "expiry_time": expiry_date}
+        if connector_id != WHOLE_STATION:
+            station = await self.reservation_bridge.station()
+            if connector_id not in {evse["id"] for evse in station["evses"]}:
+                LOG.warning("ReserveNow %s for connector %s, which this station lacks",
+                            reservation_id, connector_id)
+                return call_result.ReserveNow(status=ReservationStatus.rejected)
+            request["evse_id"] = connector_id
+        if parent_id_tag is not None:
+            request["parent_id_token"] = parent_id_tag
+        result, _why = await self.reservation_bridge.reserve_now(**request)
+        return call_result.ReserveNow(status=RESERVE_NOW_STATUS_16[result])
+
+    @on(Action.cancel_reservation)
+    async def on_cancel_reservation(self, reservation_id: int,
+                                    **_: Any) -> call_result.CancelReservation:
+        cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
+        return call_result.CancelReservation(
+            status=CancelReservationStatus.accepted if cancelled
+            else CancelReservationStatus.rejected)
+
+    @on(Action.get_configuration)
+    async def on_get_configuration(self, key: list[str] | None = None,
+                                   **_: Any) -> call_result.GetConfiguration:
+        wanted = list(CONFIGURATION) if not key else key
+        known = [name for name in wanted if name in CONFIGURATION]
+        state = await self.reservation_bridge.snapshot() if known else None
+        return call_result.GetConfiguration(
+            configuration_key=[KeyValue(key=name, readonly=True, value=CONFIGURATION[name](state))
+                               for name in known] or None,
+            unknown_key=[name for name in wanted if name not in CONFIGURATION] or None)
+
+    # -- what the report task sends -------------------------------------------------------
+
+    def connector_statuses(self, state: dict[str, Any]) -> dict[int, tuple[str, str]]:
+        return connector_statuses_16(state)
+
+    async def send_connector_status(self, connector_id: int, status: tuple[str, str]) -> None:
+        connector_status, error_code = status
+        await self.call(call.StatusNotification(connector_id=connector_id, error_code=error_code,
+                                                status=connector_status, timestamp=now_rfc3339()))
+
+    async def send_reservation_ended(self, reservation_id: int,
+                                     status: ReservationUpdateStatus) -> None:
+        """1.6 has no message for it; the connector's status says it."""

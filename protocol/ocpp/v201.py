@@ -1,0 +1,128 @@
+"""OCPP 2.0.1: ReserveNow, CancelReservation and GetVariables answered from the
+actor, StatusNotification and ReservationStatusUpdate from its update stream.
+
+    class Station(ReservationHandlers, ocpp.v201.ChargePoint): ...
+    station = Station(station_id, websocket, reservation_bridge=bridge)
+    await asyncio.gather(station.start(), station.report_reservations())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import call, call_result
+from ocpp.v201.datatypes import GetVariableResultType, StatusInfoType
+from ocpp.v201.enums import (
+    Action, AttributeEnumType, CancelReservationStatusEnumType, GetVariableStatusEnumType,
+    ReserveNowStatusEnumType,
+)
+
+from ..vocabulary import ReservationUpdateStatus
+from .bridge import ReportingMixin, ReservationBridge, now_rfc3339
+from .mapping import (
+    CONNECTOR_TYPE_201, RESERVATION_END_201, RESERVE_NOW_STATUS_201, connector_statuses_201,
+    ocpp_boolean,
+)
+
+RESERVATION_CTRLR = "ReservationCtrlr"
+
+
+def rejected(reason_code: str, why: str) -> call_result.ReserveNow:
+    return call_result.ReserveNow(status=ReserveNowStatusEnumType.rejected,
+                                  status_info=StatusInfoType(reason_code=reason_code,
+                                                             additional_info=why[:512]))
+
+
+# ReservationCtrlr's variables: their value from a get_state snapshot.
+RESERVATION_VARIABLES = {
+    "Available": lambda state: ocpp_boolean(True),
+    "Enabled": lambda state: ocpp_boolean(state["reservations_enabled"]),
+    "NonEvseSpecific": lambda state: ocpp_boolean(state["non_evse_specific"]),
+}
+
+
+class ReservationHandlers(ReportingMixin):
+    """Mix into an `ocpp.v201.ChargePoint` subclass (before it in the bases)."""
+
+    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reservation_bridge = reservation_bridge
+
+    @on(Action.reserve_now)
+    async def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict,
+                             evse_id: int | None = None, connector_type: str | None = None,
+                             group_id_token: dict | None = None, **_: Any) -> call_result.ReserveNow:
+        request: dict[str, Any] = {"reservation_id": id, "id_token": id_token["id_token"],
+                                   "expiry_time": expiry_date_time}
+        if evse_id is not None:
+            station = await self.reservation_bridge.station()
+            evse_ids = sorted(evse["id"] for evse in station["evses"])
+            if evse_id == 0:
+                return rejected("InvalidValue", "evseId 0 is the whole station; omit evseId "
+                                                "for a reservation on any EVSE")
+            if evse_id not in evse_ids:
+                return rejected("UnknownEvse", f"this station has no EVSE {evse_id} "
+                                               f"(it has {evse_ids})")
+            request["evse_id"] = evse_id
+        if connector_type is not None:
+            if connector_type not in CONNECTOR_TYPE_201:
+                return rejected("UnsupportedType", f"connector type {connector_type} "
+                                                   "is not one this station knows")
+            request["connector_type"] = CONNECTOR_TYPE_201[connector_type]
+        if group_id_token is not None:
+            request["parent_id_token"] = group_id_token["id_token"]
+        result, why = await self.reservation_bridge.reserve_now(**request)
+        if why is not None:
+            return rejected("InvalidValue", why)
+        return call_result.ReserveNow(status=RESERVE_NOW_STATUS_201[result])
+
+    @on(Action.cancel_reservation)
+    async def on_cancel_reservation(self, reservation_id: int,
+                                    **_: Any) -> call_result.CancelReservation:
+        cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
+        return call_result.CancelReservation(
+            status=CancelReservationStatusEnumType.accepted if cancelled
+            else CancelReservationStatusEnumType.rejected)
+
+    @on(Action.get_variables)
+    async def on_get_variables(self, get_variable_data: list[dict],
+                               **_: Any) -> call_result.GetVariables:
+        asks_us = any(d["component"]["name"] == RESERVATION_CTRLR for d in get_variable_data)
+        state = await self.reservation_bridge.snapshot() if asks_us else None
+        return call_result.GetVariables(
+            get_variable_result=[self._variable(d, state) for d in get_variable_data])
+
+    @staticmethod
+    def _variable(data: dict, state: dict | None) -> GetVariableResultType:
+        component, variable = data["component"], data["variable"]
+        attribute = data.get("attribute_type")
+
+        def result(status: GetVariableStatusEnumType, value: str | None = None):
+            return GetVariableResultType(attribute_status=status, component=component,
+                                         variable=variable, attribute_type=attribute,
+                                         attribute_value=value)
+
+        if component["name"] != RESERVATION_CTRLR:
+            return result(GetVariableStatusEnumType.unknown_component)
+        value_of = RESERVATION_VARIABLES.get(variable["name"])
+        if value_of is None:
+            return result(GetVariableStatusEnumType.unknown_variable)
+        if attribute not in (None, AttributeEnumType.actual):
+            return result(GetVariableStatusEnumType.not_supported_attribute_type)
+        return result(GetVariableStatusEnumType.accepted, value_of(state))
+
+    # -- what the report task sends -------------------------------------------------------
+
+    def connector_statuses(self, state: dict[str, Any]) -> dict[tuple[int, int], str]:
+        return connector_statuses_201(state)
+
+    async def send_connector_status(self, key: tuple[int, int], status: str) -> None:
+        evse_id, connector_id = key
+        await self.call(call.StatusNotification(timestamp=now_rfc3339(), connector_status=status,
+                                                evse_id=evse_id, connector_id=connector_id))
+
+    async def send_reservation_ended(self, reservation_id: int,
+                                     status: ReservationUpdateStatus) -> None:
+        await self.call(call.ReservationStatusUpdate(
+            reservation_id=reservation_id, reservation_update_status=RESERVATION_END_201[status]))

@@ -1,0 +1,173 @@
+"""The bridge when things go wrong, for both OCPP versions: the actor stopped
+and restarted under it, the CSMS dropping the connection, reservations
+disabled in the actor, and operator mistakes on the command line. Each test
+runs its own actor, CSMS and bridge processes."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+from ocpp.exceptions import InternalError
+from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
+
+from .conftest import start_actor
+from .helpers import in_future
+from .ocpp_csms import ROOT, Csms, Setup, start_bridge
+from .test_security import write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+VERSIONS = ("2.0.1", "1.6")
+
+
+def reserve_now(version: str, rid: int, evse_id: int | None, expiry: str):
+    if version == "2.0.1":
+        return call201.ReserveNow(id=rid, expiry_date_time=expiry, evse_id=evse_id,
+                                  id_token={"id_token": f"T{rid}", "type": "Central"})
+    return call16.ReserveNow(connector_id=evse_id or 0, expiry_date=expiry, id_tag=f"T{rid}",
+                             reservation_id=rid)
+
+
+def shown(version: str, evses: dict[int, str]) -> dict:
+    """What the CSMS should see for these EVSEs (of two connectors each): 'Available'
+    or 'Reserved' in that version's keys and values."""
+    if version == "2.0.1":
+        return {(e, c): status for e, status in evses.items() for c in (1, 2)}
+    return {e: (status, "NoError") for e, status in evses.items()}
+
+
+def start(version: str, *actor_args: str, heartbeat: int = 300, endpoints: dict | None = None,
+          tls: ssl.SSLContext | None = None, bridge_args: tuple[str, ...] = ()) -> Setup:
+    actor = start_actor(*actor_args, **(endpoints or dict(command="tcp://127.0.0.1:*",
+                                                          update="tcp://127.0.0.1:*")))
+    csms = Csms(version, heartbeat=heartbeat, tls=tls)
+    bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
+                          "--actor-timeout", "1", *bridge_args)
+    running = Setup(actor, csms, bridge)
+    try:
+        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
+        csms.wait_statuses(shown(version, {1: "Available", 2: "Available"}))
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
+    """While the actor is down the CSMS gets InternalError saying so, and the
+    request it sent never takes effect; when the actor is back (empty: a
+    ':memory:' store) the bridge resynchronises by itself and tells the CSMS
+    what vanished: Expired if its time had passed, else Removed."""
+    endpoints = dict(command=f"ipc://{short_tmp}/cmd", update=f"ipc://{short_tmp}/upd")
+    setup = start(version, endpoints=endpoints)
+    csms = setup.csms
+    try:
+        soon = time.time() + 2
+        assert csms.call(reserve_now(version, 1, 1, in_future())).status == "Accepted"
+        assert csms.call(reserve_now(version, 2, 2, in_future(2))).status == "Accepted"
+        csms.wait_statuses(shown(version, {1: "Reserved", 2: "Reserved"}))
+        mark = csms.mark()
+        setup.actor.stop()
+        with pytest.raises(InternalError) as unavailable:
+            csms.call(reserve_now(version, 3, 2, in_future()))
+        assert "reservation service unavailable" in unavailable.value.description
+        end = time.monotonic() + 10
+        while time.time() <= soon:   # reservation 2's expiry passes while the actor is down
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        setup.actor = start_actor(**endpoints)
+        csms.wait_statuses(shown(version, {1: "Available", 2: "Available"}))
+        if version == "2.0.1":
+            for rid in (1, 2):
+                csms.wait(lambda m: m.action == "ReservationStatusUpdate"
+                          and m.payload["reservation_id"] == rid, since=mark, what=f"update {rid}")
+            assert sorted((m.payload["reservation_id"], m.payload["reservation_update_status"])
+                          for m in csms.messages[mark:] if m.action == "ReservationStatusUpdate") \
+                == [(1, "Removed"), (2, "Expired")]
+        with setup.client() as client:
+            assert client.get_state()["reservations"] == []   # reservation 3 never arrived
+        assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
+        csms.wait_statuses(shown(version, {1: "Reserved"}))
+        assert setup.bridge.process.poll() is None
+    finally:
+        setup.stop()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_csms_dropping_the_connection(version):
+    """The bridge reconnects, boots again and reports every connector again,
+    as it is now; it sends Heartbeat at the interval the CSMS returned."""
+    setup = start(version, heartbeat=1)
+    csms = setup.csms
+    try:
+        csms.wait(lambda m: m.action == "Heartbeat", what="Heartbeat")
+        assert csms.call(reserve_now(version, 1, 2, in_future())).status == "Accepted"
+        csms.wait_statuses(shown(version, {2: "Reserved"}))
+        csms.drop()
+        csms.wait_session(2)
+        csms.wait(lambda m: m.session == 1 and m.action == "BootNotification", since=0,
+                  what="a second BootNotification")
+        csms.wait_statuses(shown(version, {1: "Available", 2: "Reserved"}))
+        assert set(csms.statuses(1)) == set(shown(version, {1: "Available", 2: "Available"}))
+        assert csms.call(reserve_now(version, 2, 1, in_future())).status == "Accepted"
+    finally:
+        setup.stop()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_reservations_disabled_in_the_actor(version, short_tmp):
+    config = write_config(short_tmp, "[reservations]\nenabled = false\nnon_evse_specific = false\n")
+    setup = start(version, "--config", config)
+    csms = setup.csms
+    try:
+        assert csms.call(reserve_now(version, 1, 1, in_future())).status == "Rejected"
+        assert csms.call(reserve_now(version, 2, None, in_future())).status == "Rejected"
+        if version == "2.0.1":
+            response = csms.call(call201.GetVariables(get_variable_data=[
+                {"component": {"name": "ReservationCtrlr"}, "variable": {"name": name}}
+                for name in ("Enabled", "NonEvseSpecific")]))
+            assert [r["attribute_value"] for r in response.get_variable_result] == ["false"] * 2
+        else:
+            response = csms.call(call16.GetConfiguration(key=["ReserveConnectorZeroSupported"]))
+            assert response.configuration_key == [
+                {"key": "ReserveConnectorZeroSupported", "readonly": True, "value": "false"}]
+    finally:
+        setup.stop()
+
+
+def test_wss_with_a_ca_file(short_tmp):
+    """Security profile 2: TLS to the CSMS, its certificate checked against --ca-file."""
+    cert, key = os.path.join(short_tmp, "csms.pem"), os.path.join(short_tmp, "csms.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    setup = start("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
+    try:
+        assert setup.csms.url.startswith("wss://")
+        assert setup.csms.call(reserve_now("2.0.1", 1, 1, in_future())).status == "Accepted"
+    finally:
+        setup.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--csms", "http://127.0.0.1:1", "--station-id", "X"], "ws:// or wss://"),
+    (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--password-file", "/nonexistent/pw"],
+     "/nonexistent/pw"),
+    (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--ca-file", "ca.pem"], "wss://"),
+    (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--server-key", "k"], "--client-key"),
+])
+def test_operator_mistakes_are_one_line_and_exit_2(args, message):
+    done = subprocess.run([sys.executable, "-m", "protocol.ocpp", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,98 @@
+"""The mapping tables against both vocabularies, and the status rules over
+every combination of connector states a small EVSE can be in."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import ocpp.v201
+import pytest
+
+from protocol.ocpp.bridge import ReservationBridge
+from protocol.ocpp.mapping import (
+    CONNECTOR_STATUS_201, CONNECTOR_TYPE_201, RESERVATION_END_201, RESERVE_NOW_STATUS_16,
+    RESERVE_NOW_STATUS_201, connector_statuses_16, connector_statuses_201,
+)
+from protocol.ocpp.station import Station201
+from protocol.vocabulary import (
+    ConnectorState, ConnectorType, ReservationResult, ReservationUpdateStatus,
+)
+
+SCHEMAS = Path(ocpp.v201.__file__).parent / "schemas"
+
+
+def schema_enum(schema: str, definition: str) -> set[str]:
+    return set(json.loads((SCHEMAS / schema).read_text())["definitions"][definition]["enum"])
+
+
+def test_every_connector_type_a_2_0_1_csms_can_send_has_one_actor_type():
+    assert set(CONNECTOR_TYPE_201) == schema_enum("ReserveNowRequest.json", "ConnectorEnumType")
+    # One to one; only the actor's cMCS has no 2.0.1 spelling.
+    assert len(set(CONNECTOR_TYPE_201.values())) == len(CONNECTOR_TYPE_201)
+    assert set(ConnectorType) - set(CONNECTOR_TYPE_201.values()) == {ConnectorType.cMCS}
+    assert CONNECTOR_TYPE_201["s309-1P-16A"] == "s309_1P_16A"
+    assert CONNECTOR_TYPE_201["sCEE-7-7"] == "sCEE_7_7"
+
+
+def test_every_actor_result_and_state_has_an_ocpp_word():
+    assert set(RESERVE_NOW_STATUS_201) == set(RESERVE_NOW_STATUS_16) == set(ReservationResult)
+    assert set(RESERVE_NOW_STATUS_201.values()) == schema_enum("ReserveNowResponse.json",
+                                                               "ReserveNowStatusEnumType")
+    assert set(CONNECTOR_STATUS_201) == set(ConnectorState)
+    assert set(RESERVATION_END_201) == {ReservationUpdateStatus.EXPIRED,
+                                        ReservationUpdateStatus.REMOVED}
+
+
+def evse(states, plugged_in=False, reserved=False) -> dict:
+    return {"id": 1, "plugged_in": plugged_in, "reserved": reserved,
+            "reservation_id": 7 if reserved else None,
+            "connectors": [{"id": n, "type": "cCCS2", "state": s} for n, s in enumerate(states, 1)]}
+
+
+EVSES = [evse(states, plugged, reserved)
+         for states in itertools.product(list(ConnectorState), repeat=2)
+         for plugged in (False, True) for reserved in (False, True)]
+
+
+@pytest.mark.parametrize("station", EVSES, ids=lambda e: f"{e['connectors']}-{e['plugged_in']}"
+                         f"-{e['reserved']}")
+def test_status_rules(station):
+    states = [c["state"] for c in station["connectors"]]
+    got201 = connector_statuses_201({"evses": [station]})
+    for n, state in enumerate(states, 1):
+        if state != ConnectorState.AVAILABLE:
+            assert got201[1, n] == CONNECTOR_STATUS_201[state]
+        elif station["plugged_in"]:
+            assert got201[1, n] == "Occupied"
+        elif station["reserved"]:
+            assert got201[1, n] == "Reserved"
+        else:
+            assert got201[1, n] == "Available"
+    status, error = connector_statuses_16({"evses": [station]})[1]
+    car = {ConnectorState.OCCUPIED, ConnectorState.FAULTED_OCCUPIED} & set(states)
+    faulty = {ConnectorState.FAULTED, ConnectorState.UNAVAILABLE_FAULTED,
+              ConnectorState.FAULTED_OCCUPIED} & set(states)
+    expected = ("Reserved" if station["reserved"] else "Charging" if car
+                else "Preparing" if station["plugged_in"]
+                else "Available" if ConnectorState.AVAILABLE in states
+                else "Faulted" if faulty else "Unavailable")
+    assert status == expected
+    assert error == ("OtherError" if expected == "Faulted" else "NoError")
+
+
+def test_a_connector_type_without_mapping_is_rejected_before_the_actor():
+    """A 2.0.1 CSMS cannot send one (the schema has none), but a library whose
+    enum grows must not hand the actor a word it does not know."""
+    bridge = ReservationBridge("tcp://127.0.0.1:9", "tcp://127.0.0.1:9", timeout=0.1)
+    station = Station201("CS", None, reservation_bridge=bridge)
+    try:
+        response = asyncio.run(station.on_reserve_now(
+            id=1, expiry_date_time="2030-01-01T00:00:00Z",
+            id_token={"id_token": "A", "type": "Central"}, connector_type="cChaoJi"))
+    finally:
+        bridge.close()
+    assert response.status == "Rejected"
+    assert response.status_info.reason_code == "UnsupportedType"
