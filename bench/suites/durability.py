@@ -25,7 +25,7 @@ import os
 
 import zmq
 
-from bench.common import Context, Figure, percentile
+from bench.common import Context, Figure, percentile, rotation
 from bench.procs import Workers, servers, short_tmp, start_actor, station_config
 from bench.suites.rtt import Workload, connect, expect, lockstep
 from bench.suites.throughput import EVSES, WINDOW, _Stats, client_process, measure
@@ -43,12 +43,6 @@ NOTES = {
     ("throughput", "normal"): "one commit per loop turn without fsync, shared by every request "
                               "read in that turn (group commit)",
 }
-
-
-def rotation(rep: int) -> list[str]:
-    """The order of the modes in repetition `rep`: each goes first, second, third in turn."""
-    shift = rep % len(MODES)
-    return list(MODES[shift:] + MODES[:shift])
 
 
 def start_actors(tmp: str, station: str, started: list) -> dict[str, str]:
@@ -85,7 +79,7 @@ def latency(ctx: Context, endpoints: dict[str, str], pairs: int, reps: int) -> d
             ctx.progress(f"durability lock-step: repetition {rep + 1}/{reps} "
                          f"({pairs} reserve/cancel pairs per mode)")
             work = workload.batch()["pair"]     # the same request bytes to every actor
-            for mode in rotation(rep):
+            for mode in rotation(MODES, rep):
                 times, replies = lockstep(sockets[mode], work)
                 expect(replies, ["Accepted", True] * pairs, f"durability lock-step ({mode})")
                 for p in (50, 99):
@@ -112,7 +106,7 @@ def throughput(ctx: Context, workers: Workers, endpoints: dict[str, str], client
             stats[mode] = _Stats(endpoints[mode])
         for rep in range(reps):
             ctx.progress(f"durability pipelined x{clients}: repetition {rep + 1}/{reps}")
-            for mode in rotation(rep):
+            for mode in rotation(MODES, rep):
                 rate, per_request = measure(quiet, workers, f"durability {mode} x{clients}",
                                             {"actor": endpoints[mode]}, "dealer", clients,
                                             duration, 1, stats[mode])
