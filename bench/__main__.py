@@ -10,7 +10,8 @@ import time
 
 from .common import Context, Figure, print_progress
 
-SUITES = ("rtt", "throughput", "fanout", "wheel", "guarantee", "expiry", "mqtt", "durability")
+SUITES = ("rtt", "throughput", "fanout", "wheel", "guarantee", "expiry", "mqtt", "durability",
+          "fairness")
 
 
 def format_value(value: float) -> str:

@@ -124,6 +124,15 @@ class Server:
             pass
 
 
+class ServerExited(RuntimeError):
+    """A server exited before binding (an operator mistake it refused, say)."""
+
+    def __init__(self, name: str, status: int, log: str) -> None:
+        super().__init__(f"{name} exited with status {status} before binding:\n{log}")
+        self.status = status
+        self.log = log
+
+
 def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | None = None,
                   timeout: float = 30.0) -> Server:
     """`python ARGV...` (a module, `-m actor`, as its console script runs it) in
@@ -152,7 +161,7 @@ def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | 
     text = server.log()
     server.close()
     if process.returncode is not None and process.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"{name} exited with status {process.returncode} before binding:\n{text}")
+        raise ServerExited(name, process.returncode, text)
     raise RuntimeError(f"{name} did not bind within {timeout} s:\n{text}")
 
 
@@ -280,13 +289,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def station_config(directory: str, evses: int) -> str:
-    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector."""
+def station_config(directory: str, evses: int, limits: dict[str, int] | None = None,
+                   name: str = "") -> str:
+    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector,
+    and a [limits] table of `limits` if given; written as station-EVSES[-NAME].toml."""
     lines = []
     for evse_id in range(1, evses + 1):
         lines += ["[[evse]]", f"id = {evse_id}",
                   'connectors = [{ id = 1, type = "cCCS2" }, { id = 2, type = "cType2" }]', ""]
-    path = os.path.join(directory, f"station-{evses}.toml")
+    if limits:
+        lines += ["[limits]", *(f"{key} = {value}" for key, value in limits.items()), ""]
+    path = os.path.join(directory, f"station-{evses}{f'-{name}' if name else ''}.toml")
     Path(path).write_text("\n".join(lines))
     return path
 
