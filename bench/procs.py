@@ -427,9 +427,10 @@ def listen_process(conn, index: int) -> None:
     conn.send("up")
     try:
         while True:
-            for sock, _ in poller.poll():
-                if sock != pipe:
-                    n = subs.index(sock)
+            ready = dict(poller.poll())
+            # The messages first: a command may close the sockets they came on.
+            for n, sock in enumerate(subs):
+                if sock in ready:
                     recv = sock.recv_multipart
                     try:
                         while True:
@@ -437,22 +438,23 @@ def listen_process(conn, index: int) -> None:
                             counts[n] += 1
                     except zmq.Again:
                         pass
-                    continue
-                command = conn.recv()
-                if command is None:
-                    return
-                if command[0] == "attach":
-                    detach()
-                    counts = [0] * len(command[1])
-                    for address in command[1]:
-                        sub = context.socket(zmq.SUB)
-                        sub.setsockopt(zmq.SUBSCRIBE, b"")
-                        sub.connect(address)
-                        poller.register(sub, zmq.POLLIN)
-                        subs.append(sub)
-                elif command[0] == "detach":
-                    detach()
-                conn.send(list(counts))
+            if pipe not in ready:
+                continue
+            command = conn.recv()
+            if command is None:
+                return
+            if command[0] == "attach":
+                detach()
+                counts = [0] * len(command[1])
+                for address in command[1]:
+                    sub = context.socket(zmq.SUB)
+                    sub.setsockopt(zmq.SUBSCRIBE, b"")
+                    sub.connect(address)
+                    poller.register(sub, zmq.POLLIN)
+                    subs.append(sub)
+            elif command[0] == "detach":
+                detach()
+            conn.send(list(counts))
     finally:
         detach()
         context.term()
