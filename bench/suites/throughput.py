@@ -195,7 +195,7 @@ def measure(ctx: Context, workers: Workers, label: str, endpoints: dict[str, str
 
 def run(ctx: Context) -> list[Figure]:
     reps = ctx.reps()
-    duration = 0.25 if ctx.quick else 2.0
+    duration = 0.25 if ctx.quick else 1.0
     configs = [("dealer", 1), ("dealer", 4), ("req", 1)] + ([] if ctx.quick else [("req", 4)])
     # With one listener (the targets' setting) and with none; quick keeps the first.
     settings = (1,) if ctx.quick else (1, 0)
