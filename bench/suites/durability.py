@@ -234,8 +234,10 @@ def figures_for(lat: dict, thr: dict, counts: dict, why: str, pairs: int,
                 second_baseline_samples=rates[0, FLOOR], higher_is_better=True, note=note,
                 params={"kind": "pipelined", "synchronous": mode, "clients": clients}))
     for (mode, kind), value in counts.items():
-        how = (f"{pairs} lock-step reserve/cancel pairs" if kind == "lockstep"
-               else f"4 pipelining client processes for {duration:g} s")
+        how = (f"{pairs} lock-step reserve/cancel pairs (one request per loop turn, so the "
+               "count does not depend on speed)" if kind == "lockstep" else
+               f"4 pipelining client processes for {duration:g} s (tracing slows the actor, so "
+               "more requests share each turn's fsync than untraced: a lower bound)")
         figures.append(Figure(
             suite="durability", name=f"fsyncs per request, {kind}, {LABELS[mode]}",
             unit="fsyncs", samples=[value], baseline="one per request", baseline_samples=[1.0],
