@@ -10,7 +10,8 @@ import time
 
 from .common import Context, Figure, print_progress
 
-SUITES = ("rtt", "throughput", "fanout", "wheel", "guarantee", "expiry", "mqtt", "durability", "ocpp")
+SUITES = ("rtt", "throughput", "fanout", "wheel", "guarantee", "expiry", "mqtt", "durability",
+          "fairness", "ocpp")
 
 
 def format_value(value: float) -> str:
@@ -21,13 +22,19 @@ def format_value(value: float) -> str:
 
 def print_table(suite: str, figures: list[Figure]) -> None:
     print(f"\n== {suite} ==")
-    header = ("figure", "unit", "median", "min", "max", "baseline", "baseline median", "ratio", "target")
+    second = any(f.second_baseline for f in figures)
+    header = ("figure", "unit", "median", "min", "max", "baseline", "baseline median", "ratio",
+              *(("2nd baseline", "2nd median", "2nd ratio") if second else ()), "target")
     rows = [header]
     for f in figures:
         target = "" if f.target_met is None else f"{f.goal()} {'ok' if f.target_met else 'MISSED'}"
+        columns = ()
+        if second:
+            columns = ((f.second_baseline, format_value(f.second_baseline_median),
+                        f"{f.second_ratio:.2f}x") if f.second_baseline else ("", "", ""))
         rows.append((f.name, f.unit, format_value(f.median), format_value(min(f.samples)),
                      format_value(max(f.samples)), f.baseline, format_value(f.baseline_median),
-                     f"{f.ratio:.2f}x", target))
+                     f"{f.ratio:.2f}x", *columns, target))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -64,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = [f for f in figures if f.target_met is not None]
     print(f"\n== summary ({time.monotonic() - started:.0f} s) ==")
     for f in targets:
+        versus = f"{f.ratio:.2f}x {f.baseline}"
+        if f.second_baseline:
+            versus += f", {f.second_ratio:.2f}x {f.second_baseline}"
         print(f"  {'ok    ' if f.target_met else 'MISSED'}  {f.suite}: {f.name}: "
-              f"{format_value(f.median)} {f.unit}, {f.ratio:.2f}x {f.baseline} (goal {f.goal()})")
+              f"{format_value(f.median)} {f.unit}, {versus} (goal {f.goal()})")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"quick": args.quick, "skipped": skipped,

@@ -19,9 +19,22 @@
               T (optional): [[topic, map], ...], the bodies to cycle through (the
               fanout suite passes updates captured from the actor, so sizes match).
 
-Both print one line to stderr once bound, like the actor:
-"echo serving on ENDPOINT" / "publisher serving on CONTROL, updates on UPDATE".
-SIGTERM (the default disposition) ends them.
+    python -m bench.echo --floor COMMAND UPDATE SCRIPT
+        The I/O floor: a single-threaded ROUTER on COMMAND and PUB on UPDATE
+        that, for each request, decodes it (msgpack), sends back a byte-identical
+        copy of the reply the actor gave to a request of the same `cmd`, then
+        publishes byte-identical copies of the update messages the actor
+        published for it. SCRIPT is a msgpack file {cmd: {"reply": bytes,
+        "updates": [[frame, ...], ...]}} recorded from a real actor
+        (bench.procs.start_floor); a `cmd` not in it gets the echo's reply. What
+        is left between the actor and this is the actor's own work: validation,
+        the decision, the store, encoding and logging.
+
+Each prints one line to stderr once bound, like the actor: "echo serving on
+ENDPOINT" / "publisher serving on CONTROL, updates on UPDATE" / "floor serving
+on COMMAND, updates on UPDATE". SIGTERM (the default disposition) ends them.
+The echo and the floor send frame by frame with integer flags, as the actor
+does, so the comparison is of the work and not of the send idiom.
 """
 
 from __future__ import annotations
@@ -34,11 +47,31 @@ import msgpack
 import zmq
 
 TOPICS = (b"reservation_update", b"evse_reserved")
+_MORE = int(zmq.SNDMORE)
 
 try:
     from actor.server import PUB_HIGH_WATER_MARK
 except ImportError:   # an actor without the setting uses ZeroMQ's default
     PUB_HIGH_WATER_MARK = 1000
+
+
+def send_frames(send, frames: list[bytes]) -> None:
+    for frame in frames[:-1]:
+        send(frame, _MORE)
+    send(frames[-1])
+
+
+def decode(body: bytes) -> tuple[object, object]:
+    """(id, cmd) of a request, (None, None) if it is not a msgpack map."""
+    try:
+        request = msgpack.unpackb(body)
+        return request.get("id"), request.get("cmd")
+    except Exception:
+        return None, None
+
+
+def echo_reply(request_id: object, cmd: object) -> bytes:
+    return msgpack.packb({"id": request_id, "ok": True, "result": cmd})
 
 
 def serve_echo(endpoint: str) -> None:
@@ -48,17 +81,37 @@ def serve_echo(endpoint: str) -> None:
     router.bind(endpoint)
     print(f"echo serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}",
           file=sys.stderr, flush=True)
-    unpackb, packb = msgpack.unpackb, msgpack.packb
-    recv, send = router.recv_multipart, router.send_multipart
+    recv, send = router.recv_multipart, router.send
     while True:
         frames = recv()
-        try:
-            request = unpackb(frames[-1])
-            request_id, cmd = request.get("id"), request.get("cmd")
-        except Exception:
-            request_id = cmd = None
-        frames[-1] = packb({"id": request_id, "ok": True, "result": cmd})
-        send(frames)
+        frames[-1] = echo_reply(*decode(frames[-1]))
+        send_frames(send, frames)
+
+
+def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
+    with open(script_path, "rb") as f:
+        script = msgpack.unpackb(f.read())
+    replies = {cmd: entry["reply"] for cmd, entry in script.items()}
+    updates = {cmd: entry["updates"] for cmd, entry in script.items()}
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    pub = context.socket(zmq.PUB)
+    for sock in (router, pub):
+        sock.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+    router.bind(command_endpoint)
+    pub.bind(update_endpoint)
+    print(f"floor serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}, "
+          f"updates on {pub.getsockopt_string(zmq.LAST_ENDPOINT)}", file=sys.stderr, flush=True)
+    recv, send, publish = router.recv_multipart, router.send, pub.send
+    while True:
+        frames = recv()
+        request_id, cmd = decode(frames[-1])
+        reply = replies.get(cmd)
+        frames[-1] = echo_reply(request_id, cmd) if reply is None else reply
+        send_frames(send, frames)
+        for message in updates.get(cmd, ()):
+            send_frames(publish, message)
 
 
 def update_messages(first: int, count: int, templates: list | None = None) -> list[list[bytes]]:
@@ -146,15 +199,23 @@ def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.echo", description=__doc__.split("\n")[0])
-    parser.add_argument("--publisher", action="store_true",
-                        help="run the bare publisher: ENDPOINT is its control ROUTER, UPDATE its PUB")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--publisher", action="store_true",
+                      help="run the bare publisher: ENDPOINT is its control ROUTER, UPDATE its PUB")
+    mode.add_argument("--floor", action="store_true",
+                      help="run the I/O floor: ENDPOINT is its ROUTER, UPDATE its PUB, SCRIPT what it sends")
     parser.add_argument("endpoint", metavar="ENDPOINT")
     parser.add_argument("update", metavar="UPDATE", nargs="?")
+    parser.add_argument("script", metavar="SCRIPT", nargs="?")
     args = parser.parse_args(argv)
     if args.publisher:
         if not args.update:
             parser.error("--publisher needs CONTROL and UPDATE endpoints")
         serve_publisher(args.endpoint, args.update)
+    elif args.floor:
+        if not args.script:
+            parser.error("--floor needs COMMAND and UPDATE endpoints and a SCRIPT file")
+        serve_floor(args.endpoint, args.update, args.script)
     else:
         serve_echo(args.endpoint)
     return 0

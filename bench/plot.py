@@ -82,17 +82,29 @@ def _bars(plt, suite: str, group: list[Figure]):
                              gridspec_kw={"height_ratios": [len(fs) + 1 for fs in units.values()]})
     for ax, (unit, fs) in zip(axes[:, 0], units.items()):
         ys = range(len(fs))
-        ax.barh([y + 0.2 for y in ys], [f.median for f in fs], 0.4, color=VALUE,
+        second = [f for f in fs if f.second_baseline]
+        # Two bars per figure, or three where some figure has a second baseline
+        # (rtt, throughput: the actor, the I/O floor, the bare echo).
+        width = 0.27 if second else 0.4
+        offset = width if second else 0.2
+        ax.barh([y - offset for y in ys], [f.median for f in fs], width, color=VALUE,
                 xerr=[[f.median - min(f.samples) for f in fs], [max(f.samples) - f.median for f in fs]],
                 label="measured", capsize=2)
-        ax.barh([y - 0.2 for y in ys], [f.baseline_median for f in fs], 0.4, color=BASE,
+        ax.barh([y + offset for y in ys], [f.baseline_median for f in fs], width, color=BASE,
                 xerr=[[f.baseline_median - min(f.baseline_samples) for f in fs],
                       [max(f.baseline_samples) - f.baseline_median for f in fs]],
                 label="baseline (same run)", capsize=2)
+        if second:
+            at = [y for y, f in zip(ys, fs) if f.second_baseline]
+            ax.barh(at, [f.second_baseline_median for f in second], width, color=EXTRA,
+                    xerr=[[f.second_baseline_median - min(f.second_baseline_samples) for f in second],
+                          [max(f.second_baseline_samples) - f.second_baseline_median for f in second]],
+                    label="second baseline (same run)", capsize=2)
         ax.set_yticks(list(ys))
-        ax.set_yticklabels([f"{f.name}\nvs {f.baseline} ({f.ratio:.2f}x)" for f in fs], fontsize=7)
+        ax.set_yticklabels([_bar_label(f) for f in fs], fontsize=7)
         ax.invert_yaxis()
-        values = [v for f in fs for v in (*f.samples, *f.baseline_samples) if v > 0]
+        values = [v for f in fs for v in (*f.samples, *f.baseline_samples,
+                                          *f.second_baseline_samples) if v > 0]
         if values and max(values) / min(values) > 100:
             ax.set_xscale("log")
         ax.set_xlabel(unit)
@@ -100,6 +112,13 @@ def _bars(plt, suite: str, group: list[Figure]):
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{suite}: median of the repetitions, min-max whiskers")
     return fig
+
+
+def _bar_label(f: Figure) -> str:
+    label = f"{f.name}\nvs {f.baseline} ({f.ratio:.2f}x)"
+    if f.second_baseline:
+        label += f", {f.second_baseline} ({f.second_ratio:.2f}x)"
+    return label
 
 
 # -- wheel ---------------------------------------------------------------------------------------
@@ -237,4 +256,57 @@ def _expiry(plt, suite: str, group: list[Figure]):
     return fig
 
 
-_SPECIAL = {"wheel": _wheel, "guarantee": _guarantee, "expiry": _expiry}
+# -- rtt, throughput: the actor beside the I/O floor and the bare echo --------------------------
+
+def _three_way(plt, group: list[Figure], panel_of, x_of, title: str, ylabel: str):
+    """One panel per setting (transport, listeners), grouped bars over x: the
+    actor, the I/O floor and the bare echo, medians with min-max whiskers."""
+    panels: dict[str, list[Figure]] = defaultdict(list)
+    for f in group:
+        if f.params["kind"] == "actor" and panel_of(f) is not None:
+            panels[panel_of(f)].append(f)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for ax, (panel, fs) in zip(axes[0], panels.items()):
+        xs = range(len(fs))
+        series = [("actor", VALUE, lambda f: (f.samples, f.median)),
+                  (fs[0].second_baseline, EXTRA,
+                   lambda f: (f.second_baseline_samples, f.second_baseline_median)),
+                  (fs[0].baseline, BASE, lambda f: (f.baseline_samples, f.baseline_median))]
+        for i, (label, color, pick) in enumerate(series):
+            picked = [pick(f) for f in fs]
+            ax.bar([x + (i - 1) * 0.27 for x in xs], [m for _, m in picked], 0.27, color=color,
+                   yerr=[[m - min(v) for v, m in picked], [max(v) - m for v, m in picked]],
+                   capsize=3, label=label)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([f"{x_of(f)}\n{f.second_ratio:.2f}x floor, {f.ratio:.2f}x echo"
+                            for f in fs], fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _rtt(plt, suite: str, group: list[Figure]):
+    def panel(f: Figure) -> str | None:
+        if f.params["percentile"] != 50:
+            return None
+        listeners = "1 listener" if f.params["listeners"] else "no listener"
+        return f"{f.params['transport']}, {listeners}"
+    return _three_way(plt, group, panel, lambda f: f.params["cmd"],
+                      "rtt: lock-step p50 per command (median of repetitions, min-max)",
+                      "round trip p50 (us)")
+
+
+def _throughput(plt, suite: str, group: list[Figure]):
+    return _three_way(plt, group,
+                      lambda f: "1 listener" if f.params["listeners"] else "no listener",
+                      lambda f: f"{'pipelined' if f.params['mode'] == 'dealer' else 'lock-step'} "
+                                f"x{f.params['clients']}",
+                      "throughput: reserve/cancel replies per second (median, min-max)", "req/s")
+
+
+_SPECIAL = {"wheel": _wheel, "guarantee": _guarantee, "expiry": _expiry, "rtt": _rtt,
+            "throughput": _throughput}

@@ -23,7 +23,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import msgpack
+import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ACTOR_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
 ECHO_BOUND = re.compile(r"echo serving on (\S+)")
 PUB_BOUND = re.compile(r"publisher serving on (\S+), updates on (\S+)")
+FLOOR_BOUND = re.compile(r"floor serving on (\S+), updates on (\S+)")
 
 _live: set[subprocess.Popen] = set()
 _logs: set[str] = set()
@@ -120,6 +124,15 @@ class Server:
             pass
 
 
+class ServerExited(RuntimeError):
+    """A server exited before binding (an operator mistake it refused, say)."""
+
+    def __init__(self, name: str, status: int, log: str) -> None:
+        super().__init__(f"{name} exited with status {status} before binding:\n{log}")
+        self.status = status
+        self.log = log
+
+
 def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | None = None,
                   timeout: float = 30.0) -> Server:
     """`python ARGV...` (a module, `-m actor`, as its console script runs it) in
@@ -148,7 +161,7 @@ def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | 
     text = server.log()
     server.close()
     if process.returncode is not None and process.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"{name} exited with status {process.returncode} before binding:\n{text}")
+        raise ServerExited(name, process.returncode, text)
     raise RuntimeError(f"{name} did not bind within {timeout} s:\n{text}")
 
 
@@ -184,6 +197,65 @@ def start_publisher(control: str, update: str) -> Server:
     return start_process("publisher", ["-m", "bench.echo", "--publisher", control, update], PUB_BOUND)
 
 
+def record_script(actor: Server, requests: list[bytes], timeout: float = 10.0) -> dict:
+    """What `actor` answers and publishes for each request, by the request's cmd:
+    {cmd: {"reply": bytes, "updates": [[frame, ...], ...]}}, the I/O floor's script.
+
+    The requests are sent one at a time, in order, and must leave the actor as
+    they found it (a reserve_now, then its cancel_reservation). The actor's own
+    `stats` count says how many updates each one published; a round in which the
+    subscriber missed any (it was still joining) is recorded again."""
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    sub = context.socket(zmq.SUB)
+    try:
+        for sock in (dealer, sub):
+            sock.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        dealer.connect(actor.endpoints[0])
+        sub.connect(actor.endpoints[1])
+
+        def published() -> int:
+            dealer.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+            return msgpack.unpackb(dealer.recv())["result"]["updates_published"]
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            script: dict = {}
+            complete = True
+            for request in requests:
+                before = published()
+                dealer.send(request)
+                reply = dealer.recv()
+                updates = []
+                for _ in range(published() - before):
+                    if not sub.poll(200):
+                        complete = False
+                        break
+                    updates.append(sub.recv_multipart())
+                script[msgpack.unpackb(request)["cmd"]] = {"reply": reply, "updates": updates}
+            if complete:
+                return script
+            while sub.poll(50):       # what a half-joined round left behind
+                sub.recv_multipart()
+        raise RuntimeError(f"could not record the actor's updates within {timeout} s")
+    finally:
+        dealer.close()
+        sub.close()
+        context.term()
+
+
+def start_floor(actor: Server, requests: list[bytes], directory: str, command: str,
+                update: str) -> Server:
+    """The I/O floor (`python -m bench.echo --floor`) on `command` and `update`,
+    answering and publishing what `actor` did for each of `requests` (record_script)."""
+    path = os.path.join(directory, "floor-script.msgpack")
+    Path(path).write_bytes(msgpack.packb(record_script(actor, requests)))
+    return start_process("floor", ["-m", "bench.echo", "--floor", command, update, path],
+                         FLOOR_BOUND)
+
+
 @contextmanager
 def servers() -> Iterator[list[Server]]:
     """A list to put started servers in; all are stopped (and their logs removed) on the way out."""
@@ -217,13 +289,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def station_config(directory: str, evses: int) -> str:
-    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector."""
+def station_config(directory: str, evses: int, limits: dict[str, int] | None = None,
+                   name: str = "") -> str:
+    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector,
+    and a [limits] table of `limits` if given; written as station-EVSES[-NAME].toml."""
     lines = []
     for evse_id in range(1, evses + 1):
         lines += ["[[evse]]", f"id = {evse_id}",
                   'connectors = [{ id = 1, type = "cCCS2" }, { id = 2, type = "cType2" }]', ""]
-    path = os.path.join(directory, f"station-{evses}.toml")
+    if limits:
+        lines += ["[limits]", *(f"{key} = {value}" for key, value in limits.items()), ""]
+    path = os.path.join(directory, f"station-{evses}{f'-{name}' if name else ''}.toml")
     Path(path).write_text("\n".join(lines))
     return path
 
@@ -327,3 +403,108 @@ def serve_commands(conn, handle) -> None:
             conn.send(handle(command))
         except Exception as exc:   # reported to the parent, which raises it
             conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+
+
+# -- the listener: one subscriber process ------------------------------------------------
+
+
+def listen_process(conn, index: int) -> None:
+    """Workers' target for Listener: SUB sockets reading every topic, one per
+    attached endpoint, each counting the messages it received."""
+    context = zmq.Context()
+    subs: list[zmq.Socket] = []
+    counts: list[int] = []
+    poller = zmq.Poller()
+    pipe = conn.fileno()
+    poller.register(pipe, zmq.POLLIN)
+
+    def detach() -> None:
+        for sock in subs:
+            poller.unregister(sock)
+            sock.close(linger=0)
+        subs.clear()
+
+    conn.send("up")
+    try:
+        while True:
+            ready = dict(poller.poll())
+            # The messages first: a command may close the sockets they came on.
+            for n, sock in enumerate(subs):
+                if sock in ready:
+                    recv = sock.recv_multipart
+                    try:
+                        while True:
+                            recv(zmq.NOBLOCK)
+                            counts[n] += 1
+                    except zmq.Again:
+                        pass
+            if pipe not in ready:
+                continue
+            command = conn.recv()
+            if command is None:
+                return
+            if command[0] == "attach":
+                detach()
+                counts = [0] * len(command[1])
+                for address in command[1]:
+                    sub = context.socket(zmq.SUB)
+                    sub.setsockopt(zmq.SUBSCRIBE, b"")
+                    sub.connect(address)
+                    poller.register(sub, zmq.POLLIN)
+                    subs.append(sub)
+            elif command[0] == "detach":
+                detach()
+            conn.send(list(counts))
+    finally:
+        detach()
+        context.term()
+
+
+class Listener:
+    """One live subscriber process reading all topics of the PUB endpoints it is
+    attached to, as real deployments have; detached, the servers publish to nobody."""
+
+    def __init__(self) -> None:
+        self.workers = Workers(listen_process, 1)
+        self.attached = 0
+
+    def attach(self, endpoints: list[str], poke: Callable[[], None], timeout: float = 10.0) -> None:
+        """Subscribe to every endpoint and return once each has delivered a message:
+        `poke` makes every server publish something (ZeroMQ's subscriptions take a
+        moment to reach the publisher, and what it sends before is not delivered)."""
+        self.workers.ask(("attach", endpoints), timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            poke()
+            if all(self.counts()):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"listener: no updates from {endpoints} within {timeout} s")
+            time.sleep(0.01)
+        # The last poke's updates may still be arriving: counts() read after this
+        # are of what came next only.
+        last = self.counts()
+        while True:
+            time.sleep(0.01)
+            now = self.counts()
+            if now == last:
+                break
+            last = now
+        self.attached = len(endpoints)
+
+    def counts(self) -> list[int]:
+        """Messages received on each attached endpoint so far."""
+        return self.workers.ask(("counts",), 10)[0]
+
+    def detach(self) -> None:
+        self.workers.ask(("detach",), 10)
+        self.attached = 0
+
+    def close(self) -> None:
+        self.workers.stop()
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -66,7 +66,7 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _rfc3339(t: float) -> str:
+def rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds").replace(
         "+00:00", "Z")
 
@@ -107,7 +107,7 @@ class _Bench:
         drops whatever is published before the subscription is in place."""
         deadline = time.monotonic() + timeout
         probe = {"reservation_id": -1, "id_token": "PROBE", "evse_id": 1,
-                 "expiry_time": _rfc3339(time.time() + 60)}
+                 "expiry_time": rfc3339(time.time() + 60)}
         while time.monotonic() < deadline:
             self.call({"id": 0, "cmd": "reserve_now", "args": {"request": probe}})
             self.call({"id": 0, "cmd": "cancel_reservation", "args": {"reservation_id": -1}})
@@ -129,7 +129,7 @@ class _Bench:
         dealer = self.dealer
         while received < sent or (sent < evses and not late):
             while sent < evses and sent - received < IN_FLIGHT and not late:
-                text = _rfc3339(start + WINDOW * sent / evses)
+                text = rfc3339(start + WINDOW * sent / evses)
                 reservation_id = first_id + sent
                 expiries[reservation_id] = parse_rfc3339(text)
                 dealer.send(_request(reservation_id, sent + 1, text))

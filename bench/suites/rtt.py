@@ -1,16 +1,26 @@
-"""rtt: lock-step round-trip latency of single commands, actor against the bare echo.
+"""rtt: lock-step round-trip latency of single commands: the actor, the I/O floor, the bare echo.
 
 One DEALER in this process sends a request, waits for its reply, and times the
-pair with perf_counter_ns; the server is another process (`python -m actor` on
-its default station, or `python -m bench.echo`). The echo gets the very same
-request bytes, so the ratio is what validation, the decision, the reply and the
-updates cost over the floor of msgpack over a ROUTER in Python.
+pair with perf_counter_ns; each server is another process: `python -m actor`
+on its default station, the I/O floor (`python -m bench.echo --floor`: the
+actor's own replies and updates, recorded from it at the start, sent back with
+no work between them) and the bare echo (`python -m bench.echo`: a reply map
+and nothing else). All three get the very same request bytes, so
+
+- actor / echo is what the design costs in total over msgpack over a ROUTER;
+- actor / floor is what the actor's own work adds (validation, the decision,
+  encoding, logging) over the I/O this protocol needs;
+- floor / echo is what the protocol itself costs (its updates, its reply sizes).
+
+Every figure is measured with one live subscriber process reading all topics
+of the actor and the floor (as real deployments have), and again with none.
 
 Commands: ping; reserve_now / cancel_reservation as a pair (reserve id n on
 EVSE 1, cancel id n, so state never grows: each reserve is Accepted and each
 cancel returns true, and each of them publishes two updates); exists_reservation
 on a live reservation (ReservedForToken). A repetition is N round trips of each
-after a warm-up; a figure's samples are that repetition's percentile.
+after a warm-up, on every server and listener setting in a rotating order; a
+figure's samples are that repetition's percentile.
 
 The actor runs with `--store :memory:`, so the figures are the request path
 itself; what a store file adds is the durability suite's subject.
@@ -23,8 +33,10 @@ import time
 import msgpack
 import zmq
 
-from bench.common import Context, Figure, percentile
-from bench.procs import endpoint, servers, short_tmp, start_actor, start_echo
+from bench.common import Context, Figure, percentile, rotation
+from bench.procs import (
+    Listener, Server, endpoint, servers, short_tmp, start_actor, start_echo, start_floor,
+)
 
 COMMANDS = ("ping", "reserve_now", "cancel_reservation", "exists_reservation")
 PERCENTILES = ((50, "p50"), (99, "p99"), (99.9, "p99.9"))
@@ -32,6 +44,14 @@ PERCENTILES = ((50, "p50"), (99, "p99"), (99.9, "p99.9"))
 # timer (poll timeout) stays within its int32 milliseconds.
 EXPIRY = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
 EXISTS_ID = 2_000_000_000      # the live reservation exists_reservation asks about
+POKE_ID = 1_999_999_999        # a reserve/cancel pair that makes a server publish
+SERVERS = ("actor", "floor", "echo")
+NAMES = {"actor": "actor", "floor": "I/O floor", "echo": "bare echo"}
+# Targets (issue 11), on tcp with one listener: what the actor adds over the floor
+# where it has work to do, and over the echo where it has almost none.
+FLOOR_TARGETS = {"reserve_now": 1.15, "cancel_reservation": 1.15}
+ECHO_TARGETS = {"ping": 1.15, "exists_reservation": 1.15}
+TAIL_TARGET = 3.0              # p99.9 over the same command's p50
 TIMEOUT_MS = 5000
 
 
@@ -97,6 +117,16 @@ def expect(replies: list[bytes], results: list[object], what: str) -> None:
             raise RuntimeError(f"{what}: expected {wanted!r}, got {decoded!r}")
 
 
+def floor_requests() -> list[bytes]:
+    """One request of each kind for the floor's script, in an order that leaves the
+    actor as it was (the reservation exists_reservation asks about is placed before)."""
+    return [ping(0), reserve(1, POKE_ID, 1), cancel(2, POKE_ID), exists(3)]
+
+
+def listener_label(listeners: int) -> str:
+    return "1 listener" if listeners else "no listener"
+
+
 def measure(sock: zmq.Socket, work: dict[str, list[bytes]], actor: bool) -> dict[str, list[float]]:
     """One repetition: every command's round-trip times (us)."""
     out: dict[str, list[float]] = {}
@@ -120,58 +150,138 @@ def connect(context: zmq.Context, address: str) -> zmq.Socket:
     return sock
 
 
-def run_transport(ctx: Context, transport: str, n: int, reps: int) -> list[Figure]:
+class Publishers:
+    """The servers that publish (the actor, the floor), each with a lock-step socket
+    to make it publish once: what Listener.attach needs to know it is subscribed."""
+
+    def __init__(self, publishing: list[Server]) -> None:
+        self.context = zmq.Context()
+        self.sockets = [connect(self.context, server.endpoints[0]) for server in publishing]
+        self.updates = [server.endpoints[1] for server in publishing]
+
+    def poke(self) -> None:
+        for sock in self.sockets:
+            lockstep(sock, [reserve(0, POKE_ID, 1), cancel(1, POKE_ID)])
+
+    def attach(self, listener: Listener) -> None:
+        listener.attach(self.updates, self.poke)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.context.term()
+
+
+def run_transport(ctx: Context, transport: str, n: int, reps: int,
+                  settings: tuple[int, ...]) -> list[Figure]:
     context = zmq.Context()
-    with short_tmp() as tmp, servers() as started:
+    sockets: dict[str, zmq.Socket] = {}
+    publishers = None
+    with short_tmp() as tmp, servers() as started, Listener() as listener:
         actor = start_actor(endpoint(transport, tmp, "cmd"), endpoint(transport, tmp, "upd"),
                             store=":memory:")
         started.append(actor)
         echo = start_echo(endpoint(transport, tmp, "echo"))
         started.append(echo)
-        sockets = {"actor": connect(context, actor.endpoint), "echo": connect(context, echo.endpoint)}
         try:
+            sockets["actor"] = connect(context, actor.endpoint)
             live = reserve(0, EXISTS_ID, 2, token="EXISTS")
             lockstep(sockets["actor"], [live])
-            lockstep(sockets["echo"], [live])
+            floor = start_floor(actor, floor_requests(), tmp, endpoint(transport, tmp, "floor"),
+                                endpoint(transport, tmp, "floor-upd"))
+            started.append(floor)
+            sockets["floor"] = connect(context, floor.endpoint)
+            sockets["echo"] = connect(context, echo.endpoint)
+            publishers = Publishers([actor, floor])
             warm = Workload(min(n, 500))
             warm.next_id = 1_000_000_000
-            for name, sock in sockets.items():
-                measure(sock, warm.batch(), name == "actor")
-            samples = {name: {cmd: {p: [] for p, _ in PERCENTILES} for cmd in COMMANDS}
-                       for name in sockets}
+            for name in SERVERS:
+                measure(sockets[name], warm.batch(), name != "echo")
+            samples = {(listeners, name): {cmd: {p: [] for p, _ in PERCENTILES} for cmd in COMMANDS}
+                       for listeners in settings for name in SERVERS}
+            received = {listeners: [0, 0] for listeners in settings}   # updates: actor, floor
             workload = Workload(n)
             for rep in range(reps):
-                ctx.progress(f"rtt {transport}: repetition {rep + 1}/{reps} ({n} round trips per command)")
+                ctx.progress(f"rtt {transport}: repetition {rep + 1}/{reps} "
+                             f"({n} round trips per command, server and listener setting)")
                 work = workload.batch()
-                order = ("actor", "echo") if rep % 2 == 0 else ("echo", "actor")
-                for name in order:
-                    times = measure(sockets[name], work, name == "actor")
-                    for cmd in COMMANDS:
-                        for p, _ in PERCENTILES:
-                            samples[name][cmd][p].append(percentile(times[cmd], p))
+                for listeners in rotation(settings, rep):
+                    if listeners:
+                        publishers.attach(listener)
+                        before = listener.counts()
+                    for name in rotation(SERVERS, rep):
+                        times = measure(sockets[name], work, name != "echo")
+                        for cmd in COMMANDS:
+                            for p, _ in PERCENTILES:
+                                samples[listeners, name][cmd][p].append(percentile(times[cmd], p))
+                    if listeners:
+                        after = listener.counts()
+                        for k in range(2):
+                            received[listeners][k] += after[k] - before[k]
+                        listener.detach()
         finally:
+            if publishers is not None:
+                publishers.close()
             for sock in sockets.values():
                 sock.close()
             context.term()
+    return figures_for(transport, n, reps, settings, samples, received)
+
+
+def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], samples: dict,
+                received: dict) -> list[Figure]:
     figures = []
-    for cmd in COMMANDS:
-        for p, label in PERCENTILES:
-            target = 1.2 if (cmd == "reserve_now" and p == 50) else None
+    graded = transport == "tcp"
+    for listeners in settings:
+        where = f"{transport}, {listener_label(listeners)}"
+        actor, floor, echo = (samples[listeners, name] for name in SERVERS)
+        for cmd in COMMANDS:
+            for p, label in PERCENTILES:
+                goal = graded and listeners == 1 and p == 50
+                note = ""
+                if cmd == "ping" and p == 50:
+                    note = (f"lock-step DEALER, {n} round trips per command and repetition, the same "
+                            "request bytes to all three servers; actor on --store :memory:")
+                    if listeners:
+                        # 4 updates per reserve/cancel pair, each published to the listener.
+                        sent = 4 * n * reps
+                        note += (f"; the listener received {received[listeners][0]:,} of the "
+                                 f"actor's {sent:,} updates and {received[listeners][1]:,} of the "
+                                 f"floor's {sent:,}")
+                figures.append(Figure(
+                    suite="rtt", name=f"{cmd} {label} ({where})", unit="us",
+                    samples=actor[cmd][p], baseline=NAMES["echo"], baseline_samples=echo[cmd][p],
+                    second_baseline=NAMES["floor"], second_baseline_samples=floor[cmd][p],
+                    higher_is_better=False, note=note,
+                    target=ECHO_TARGETS.get(cmd) if goal else None,
+                    second_target=FLOOR_TARGETS.get(cmd) if goal else None,
+                    params={"kind": "actor", "transport": transport, "cmd": cmd, "percentile": p,
+                            "listeners": listeners}))
+        for cmd in COMMANDS:
             figures.append(Figure(
-                suite="rtt", name=f"{cmd} {label} ({transport})", unit="us",
-                samples=samples["actor"][cmd][p], baseline="bare echo",
-                baseline_samples=samples["echo"][cmd][p], higher_is_better=False, target=target,
-                note=(f"lock-step DEALER, {n} round trips per repetition, same request bytes to both; "
-                      "actor on --store :memory:"
-                      if cmd == "ping" and p == 50 else ""),
-                params={"transport": transport, "cmd": cmd, "percentile": p}))
+                suite="rtt", name=f"I/O floor: {cmd} p50 ({where})", unit="us",
+                samples=floor[cmd][50], baseline=NAMES["echo"], baseline_samples=echo[cmd][50],
+                higher_is_better=False,
+                note=("what the protocol costs: the actor's own reply and updates, no work"
+                      if cmd == "ping" else ""),
+                params={"kind": "floor", "transport": transport, "cmd": cmd, "percentile": 50,
+                        "listeners": listeners}))
+        if graded and listeners == 1:
+            for cmd in COMMANDS:
+                figures.append(Figure(
+                    suite="rtt", name=f"{cmd} p99.9 against its p50 ({where})", unit="us",
+                    samples=actor[cmd][99.9], baseline="its own p50",
+                    baseline_samples=actor[cmd][50], higher_is_better=False, target=TAIL_TARGET,
+                    params={"kind": "tail", "transport": transport, "cmd": cmd,
+                            "listeners": listeners}))
     return figures
 
 
 def run(ctx: Context) -> list[Figure]:
     n = 300 if ctx.quick else 2000
     reps = ctx.reps()
-    figures = []
-    for transport in ("tcp", "ipc"):
-        figures += run_transport(ctx, transport, n, reps)
+    # The targets are on tcp; ipc (full run only) shows what the transport changes.
+    figures = run_transport(ctx, "tcp", n, reps, (1, 0))
+    if not ctx.quick:
+        figures += run_transport(ctx, "ipc", n, reps, (1,))
     return figures

@@ -1,4 +1,4 @@
-"""throughput: replies per second under many requests, actor against the bare echo.
+"""throughput: replies per second under many requests: the actor, the I/O floor, the bare echo.
 
 Client processes (1 or 4, started once with multiprocessing and reused) each
 send the reserve/cancel mix on their own EVSE of a 4-EVSE station: reserve id
@@ -7,8 +7,10 @@ each request publishes two updates (checked through `stats`). Pipelined: a
 DEALER keeps WINDOW requests in flight, sending one more per reply. Lock-step:
 a REQ socket, one request at a time. All clients start at the same instant and
 run for a fixed time; the figure is the replies received in that time, summed
-over clients, per second. The bare echo gets the same request bytes from the
-same clients.
+over clients, per second. The I/O floor (the actor's own replies and updates
+for these requests, recorded from it, sent with no work between; see rtt) and
+the bare echo get the same request bytes from the same clients, with one live
+subscriber process reading every topic and again with none.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import time
 import msgpack
 import zmq
 
-from bench.common import Context, Figure
+from bench.common import Context, Figure, rotation
 from bench.procs import (
-    Workers, serve_commands, servers, short_tmp, start_actor, start_echo, station_config,
+    Listener, Workers, serve_commands, servers, short_tmp, start_actor, start_echo, start_floor,
+    station_config,
 )
+from bench.suites.rtt import NAMES, SERVERS, Publishers, listener_label
 
 WINDOW = 64
 EVSES = 4
 RING = 512            # reservation ids per client, reused in a cycle
 TIMEOUT_MS = 10_000
 OK = b"\xa2ok\xc3"    # msgpack for "ok": true
+FLOOR_TARGET = 0.75   # pipelined, with one listener: the actor's share of the floor's rate
 
 
 def requests_for(index: int) -> list[bytes]:
@@ -143,63 +148,111 @@ class _Stats:
         self.context.term()
 
 
+def run_once(workers: Workers, label: str, endpoint: str, mode: str, clients: int,
+             duration: float) -> float:
+    """Replies per second from `clients` client processes running for `duration`."""
+    start_at = time.monotonic() + 0.05
+    results = workers.ask(("run", endpoint, mode, start_at, duration), duration + 30, clients)
+    bad = sum(b for _, b in results)
+    if bad:
+        raise RuntimeError(f"throughput {label}: {bad} error replies from {endpoint}")
+    return sum(r for r, _ in results) / duration
+
+
 def measure(ctx: Context, workers: Workers, label: str, endpoints: dict[str, str], mode: str,
-            clients: int, duration: float, reps: int, stats: _Stats) -> tuple[dict, float]:
+            clients: int, duration: float, reps: int, stats: dict[str, _Stats],
+            listener: Listener | None = None, publishers: Publishers | None = None,
+            settings: tuple[int, ...] = (0,)) -> tuple[dict, dict]:
+    """rates[listeners, name]: replies per second per repetition, every server (and
+    listener setting, if a listener is given) in a rotating order each repetition;
+    per_request[name]: updates the server published per request, for those whose
+    `stats` are given (the check that the actor did the work)."""
     for endpoint in endpoints.values():
         workers.ask(("warm", endpoint, mode), 30, clients)
-    rates: dict[str, list[float]] = {name: [] for name in endpoints}
-    requests = updates = 0
+    rates: dict[tuple[int, str], list[float]] = {
+        (listeners, name): [] for listeners in settings for name in endpoints}
+    requests = {name: 0 for name in stats}
+    updates = {name: 0 for name in stats}
     for rep in range(reps):
         ctx.progress(f"throughput {label}: repetition {rep + 1}/{reps}")
-        order = list(endpoints) if rep % 2 == 0 else list(reversed(endpoints))
-        for name in order:
-            before = stats() if name == "actor" else None
-            start_at = time.monotonic() + 0.05
-            results = workers.ask(("run", endpoints[name], mode, start_at, duration),
-                                  duration + 30, clients)
-            received = sum(r for r, _ in results)
-            bad = sum(b for _, b in results)
-            if bad:
-                raise RuntimeError(f"throughput {label}: {bad} error replies from {name}")
-            rates[name].append(received / duration)
-            if before is not None:
-                after = stats()
-                requests += after["requests"] - before["requests"] - 1
-                updates += after["updates_published"] - before["updates_published"]
-                if after["active_reservations"] != before["active_reservations"]:
-                    raise RuntimeError(f"throughput {label}: reservations left active")
-    return rates, updates / max(1, requests)
+        for listeners in rotation(settings, rep):
+            if listeners:
+                publishers.attach(listener)
+            for name in rotation(list(endpoints), rep):
+                before = stats[name]() if name in stats else None
+                rates[listeners, name].append(
+                    run_once(workers, label, endpoints[name], mode, clients, duration))
+                if before is not None:
+                    after = stats[name]()
+                    requests[name] += after["requests"] - before["requests"] - 1
+                    updates[name] += after["updates_published"] - before["updates_published"]
+                    if after["active_reservations"] != before["active_reservations"]:
+                        raise RuntimeError(f"throughput {label}: reservations left active on {name}")
+            if listeners:
+                listener.detach()
+    return rates, {name: updates[name] / max(1, requests[name]) for name in stats}
 
 
 def run(ctx: Context) -> list[Figure]:
     reps = ctx.reps()
-    duration = 0.4 if ctx.quick else 2.0
+    duration = 0.25 if ctx.quick else 1.0
     configs = [("dealer", 1), ("dealer", 4), ("req", 1)] + ([] if ctx.quick else [("req", 4)])
+    # With one listener (the targets' setting) and with none; quick keeps the first.
+    settings = (1,) if ctx.quick else (1, 0)
     figures = []
-    with short_tmp() as tmp, servers() as started, Workers(client_process, 4) as workers:
+    with short_tmp() as tmp, servers() as started, Workers(client_process, 4) as workers, \
+            Listener() as listener:
         station = station_config(tmp, EVSES)
         actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
                             config=station)
         started.append(actor)
+        floor = start_floor(actor, requests_for(0)[:2], tmp, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+        started.append(floor)
         echo = start_echo("tcp://127.0.0.1:*")
         started.append(echo)
-        for mode, clients in configs:
-            kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
-            label = f"{kind} x{clients}"
-            stats = _Stats(actor.endpoint)
-            try:
-                rates, per_request = measure(
-                    ctx, workers, label, {"actor": actor.endpoint, "echo": echo.endpoint},
-                    mode, clients, duration, reps, stats)
-            finally:
-                stats.close()
+        endpoints = {"actor": actor.endpoint, "floor": floor.endpoint, "echo": echo.endpoint}
+        publishers = Publishers([actor, floor])
+        try:
+            for mode, clients in configs:
+                kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
+                label = f"{kind} x{clients}"
+                stats = {"actor": _Stats(actor.endpoint)}
+                try:
+                    rates, per_request = measure(
+                        ctx, workers, label, endpoints, mode, clients, duration, reps, stats,
+                        listener, publishers, settings)
+                finally:
+                    stats["actor"].close()
+                figures += figures_for(mode, clients, duration, rates, per_request["actor"],
+                                       settings)
+        finally:
+            publishers.close()
+    return figures
+
+
+def figures_for(mode: str, clients: int, duration: float, rates: dict, per_request: float,
+                settings: tuple[int, ...]) -> list[Figure]:
+    kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
+    figures = []
+    for listeners in settings:
+        label = f"{kind} x{clients}, {listener_label(listeners)}"
+        actor, floor, echo = (rates[listeners, name] for name in SERVERS)
+        note = ""
+        if listeners:
             note = (f"{clients} client process{'es' if clients > 1 else ''}"
                     f"{f', window {WINDOW} each' if mode == 'dealer' else ''}, {duration:g} s per "
                     f"repetition, tcp; actor on --store :memory:; {per_request:.2f} updates "
                     "published per request")
-            figures.append(Figure(
-                suite="throughput", name=f"reserve/cancel, {label}", unit="req/s",
-                samples=rates["actor"], baseline="bare echo", baseline_samples=rates["echo"],
-                higher_is_better=True, target=0.7 if mode == "dealer" else None,
-                note=note, params={"mode": mode, "clients": clients}))
+        figures.append(Figure(
+            suite="throughput", name=f"reserve/cancel, {label}", unit="req/s",
+            samples=actor, baseline=NAMES["echo"], baseline_samples=echo,
+            second_baseline=NAMES["floor"], second_baseline_samples=floor,
+            higher_is_better=True,
+            second_target=FLOOR_TARGET if mode == "dealer" and listeners == 1 else None,
+            note=note, params={"kind": "actor", "mode": mode, "clients": clients,
+                               "listeners": listeners}))
+        figures.append(Figure(
+            suite="throughput", name=f"I/O floor: reserve/cancel, {label}", unit="req/s",
+            samples=floor, baseline=NAMES["echo"], baseline_samples=echo, higher_is_better=True,
+            params={"kind": "floor", "mode": mode, "clients": clients, "listeners": listeners}))
     return figures

@@ -1,0 +1,286 @@
+"""Suite `fairness`: one client flooding a large station with expensive requests (issue 8).
+
+A 10,000-EVSE station (quick: 2,000), `--store :memory:`, INFO logging, tcp loopback.
+Client A (its own process) pipelines 800 `get_state` requests (quick: 50; each reply is
+about 1.2 MB at 10,000 EVSEs) and never reads a reply: its DEALER keeps at most one
+received message (RCVHWM 1, a small kernel buffer), so what it does not read stays with
+the actor, as with a client that is stuck. Client B (this process) pings lock-step
+throughout and records every round trip. One EVSE-specific reservation, placed just
+before the flood, expires 3 s (quick: 0.2 s) into it; a subscriber process stamps its
+`Expired` update with time.time() on arrival (lateness = arrival - expiry_time, both
+clocks of this machine), and samples the actor's VmRSS (/proc/<pid>/status) every 20 ms.
+
+The window measured runs from the flood's start until 1 s (quick: 0.2 s) after the
+Expired update arrived; then A disconnects and the actor is killed (a fresh actor per run, so
+that the idle RSS is an idle actor's and not the last flood's). Figures, per run: B's
+ping p50, p99 and max in the window, the expiry's lateness, and the peak RSS in the
+window above the RSS before the flood.
+
+Two settings, interleaved run by run: the actor's fairness bounds on (BOUNDS, in the
+[limits] table) and off (both 0: unbounded, the behaviour before issue 8). An actor that
+does not know the keys refuses them at start-up (exit 2); then only the unbounded run is
+measured (on that actor the default is unbounded) and a note says so. The unbounded
+figures are reported against the same actor idle (ping before the flood, the wheel tick
+for lateness, the idle RSS), the bounded ones against the unbounded ones.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from bench.common import Context, Figure, percentile, rotation
+from bench.procs import ServerExited, Workers, short_tmp, start_actor, station_config
+from bench.suites.expiry import TICK_MS, rfc3339
+from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
+from protocol.messages import parse_rfc3339
+
+SUITE = "fairness"
+BOUNDS = {"turn_reply_bytes": 1 << 20, "peer_unread_bytes": 4 << 20}
+UNBOUNDED = {key: 0 for key in BOUNDS}
+EXPIRING_ID = 77                # the reservation that expires during the flood (EVSE 2)
+PROBE_ID = 78                   # placed and cancelled until the subscriber is proven subscribed
+GIVE_UP = 180.0                 # seconds after the expiry without an Expired update: fail
+RSS_EVERY = 0.02
+# Goals for the bounded actor (issue 8: "within a few tens of milliseconds", "a bounded
+# amount above idle"); a get_state at 10,000 EVSEs alone takes 25-50 ms here.
+PING_LIMIT_MS = 100.0
+LATENESS_LIMIT_MS = 100.0
+RSS_LIMIT_MIB = 64.0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# -- client A: the flood ---------------------------------------------------------------------
+
+def flood_process(conn, index: int) -> None:
+    context = zmq.Context()
+    sock = None
+    conn.send("up")
+    try:
+        while True:
+            command = conn.recv()
+            if command is None:
+                return
+            if command[0] == "flood":
+                _, endpoint, count = command
+                sock = context.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                # Hold no more than one unread reply here, and little in the kernel:
+                # the replies A does not read are the actor's to keep or to refuse.
+                sock.setsockopt(zmq.RCVHWM, 1)
+                sock.setsockopt(zmq.RCVBUF, 64 * 1024)
+                sock.connect(endpoint)
+                request = msgpack.packb({"id": 0, "cmd": "get_state"})
+                for _ in range(count):
+                    sock.send(request)
+            elif command[0] == "close" and sock is not None:
+                sock.close()
+                sock = None
+            conn.send("ok")
+    finally:
+        if sock is not None:
+            sock.close()
+        context.term()
+
+
+# -- the subscriber: expiry lateness and RSS -----------------------------------------------------
+
+def watch_process(conn, index: int) -> None:
+    """("subscribe", endpoint) -> "ok"; ("seen",) -> messages received so far;
+    ("watch", reservation id, pid): sample pid's RSS every RSS_EVERY s, send
+    ("expired", time.time()) as that reservation's Expired update arrives, go on
+    sampling until ("stop",), then send ("peak", KiB)."""
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"reservation_update")
+    seen = 0
+    conn.send("up")
+    try:
+        while True:
+            command = conn.recv()
+            if command is None:
+                return
+            if command[0] == "subscribe":
+                sub.connect(command[1])
+                conn.send("ok")
+            elif command[0] == "seen":
+                while sub.poll(0):
+                    sub.recv_multipart()
+                    seen += 1
+                conn.send(seen)
+            elif command[0] == "watch":
+                _, reservation_id, pid = command
+                peak = _rss_kib(pid)
+                expired = False
+                while not (expired and conn.poll(0)):
+                    if sub.poll(int(RSS_EVERY * 1000)):
+                        _, body = sub.recv_multipart()
+                        arrived = time.time()
+                        update = msgpack.unpackb(body)
+                        if (update.get("reservation_id") == reservation_id
+                                and update.get("reservation_status") == "Expired"):
+                            conn.send(("expired", arrived))
+                            expired = True
+                    peak = max(peak, _rss_kib(pid))
+                conn.recv()                       # ("stop",)
+                conn.send(("peak", peak))
+    finally:
+        sub.close()
+        context.term()
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str, int] | None,
+            label: str, flood: Workers, watch: Workers, expire_after: float,
+            settle: float) -> dict:
+    config = station_config(tmp, evses, limits=limits, name=label)
+    actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
+                        config=config, timeout=120)
+    context = zmq.Context()
+    b = connect(context, actor.endpoint)
+    b.setsockopt(zmq.RCVTIMEO, int(GIVE_UP * 1000))
+    try:
+        idle, _ = lockstep(b, [ping(k) for k in range(200)])
+        watch.ask(("subscribe", actor.endpoints[1]), 10)
+        deadline = time.monotonic() + 10
+        while not watch.ask(("seen",), 10)[0]:
+            lockstep(b, [reserve(0, PROBE_ID, 1), cancel(1, PROBE_ID)])
+            if time.monotonic() > deadline:
+                raise RuntimeError("fairness: the subscriber never received an update")
+            time.sleep(0.01)
+        idle_rss = actor.rss_kib()
+        text = rfc3339(time.time() + expire_after)
+        expires_at = parse_rfc3339(text)
+        placed = msgpack.unpackb(lockstep(b, [msgpack.packb({
+            "id": 0, "cmd": "reserve_now", "args": {"request": {
+                "reservation_id": EXPIRING_ID, "id_token": "EXPIRING", "evse_id": 2,
+                "expiry_time": text}}})])[1][0])
+        if placed.get("result") != "Accepted":
+            raise RuntimeError(f"fairness: the expiring reservation was not placed: {placed}")
+        watch.send_all(("watch", EXPIRING_ID, actor.pid))
+        flood.ask(("flood", actor.endpoint, requests), 30)
+        ctx.progress(f"fairness ({label}): {requests} get_state sent, pinging")
+        pings: list[float] = []
+        clock = time.perf_counter_ns
+        arrived = end = None
+        give_up = time.monotonic() + expire_after + GIVE_UP
+        watcher = watch.conns[0]
+        while end is None or time.monotonic() < end:
+            t0 = clock()
+            b.send(ping(0))
+            b.recv()
+            pings.append((clock() - t0) / 1e6)
+            if arrived is None and watcher.poll(0):
+                arrived = watcher.recv()[1]
+                end = time.monotonic() + settle
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"fairness ({label}): no Expired update {GIVE_UP:g} s after "
+                                   "its expiry_time")
+        peak = watch.ask(("stop",), 10)[0][1]
+        flood.ask(("close",), 10)
+    finally:
+        b.close()
+        context.term()
+        actor.kill()
+        actor.close()
+    return {"ping": pings, "idle_ping": [t / 1000 for t in idle], "lateness_ms": (arrived - expires_at) * 1e3,
+            "rss_mib": (peak - idle_rss) / 1024, "idle_rss_mib": idle_rss / 1024}
+
+
+def bounds_known(tmp: str) -> tuple[bool, str]:
+    """Does this actor take the [limits] fairness keys? (it refuses unknown keys: exit 2)"""
+    try:
+        actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
+                            config=station_config(tmp, 1, limits=BOUNDS, name="probe"))
+    except ServerExited as exc:
+        if exc.status == 2 and any(key in exc.log for key in BOUNDS):
+            # "...: config error: PATH: unknown key ...": the reason without the temp path
+            return False, exc.log.strip().splitlines()[-1].split(": ")[-1]
+        raise
+    actor.close()
+    return True, ""
+
+
+def run(ctx: Context) -> list[Figure]:
+    evses, requests = (2000, 50) if ctx.quick else (10_000, 800)
+    # Seconds from the flood's start to the expiry, and the window's end after it.
+    expire_after, settle = (0.2, 0.2) if ctx.quick else (3.0, 1.0)
+    reps = ctx.reps(3)
+    results: dict[str, list[dict]] = {"on": [], "off": []}
+    with short_tmp() as tmp, Workers(flood_process, 1) as flood, Workers(watch_process, 1) as watch:
+        known, refusal = bounds_known(tmp)
+        settings = {"on": BOUNDS, "off": UNBOUNDED} if known else {"off": None}
+        for rep in range(reps):
+            for label in rotation(list(settings), rep):
+                ctx.progress(f"fairness: {evses:,} EVSEs, bounds {label}, run {rep + 1}/{reps}")
+                results[label].append(one_run(ctx, tmp, evses, requests, settings[label],
+                                              f"bounds-{label}", flood, watch, expire_after,
+                                              settle))
+    return figures_for(results, known, refusal, evses, requests, expire_after, settle)
+
+
+def _series(runs: list[dict]) -> dict[str, list[float]]:
+    return {
+        "ping p50": [percentile(r["ping"], 50) for r in runs],
+        "ping p99": [percentile(r["ping"], 99) for r in runs],
+        "ping max": [max(r["ping"]) for r in runs],
+        "lateness": [r["lateness_ms"] for r in runs],
+        "rss": [r["rss_mib"] for r in runs],
+    }
+
+
+def figures_for(results: dict, known: bool, refusal: str, evses: int, requests: int,
+                expire_after: float, settle: float) -> list[Figure]:
+    off = _series(results["off"])
+    idle_runs = results["off"]
+    idle = {
+        "ping p50": [percentile(r["idle_ping"], 50) for r in idle_runs],
+        "ping p99": [percentile(r["idle_ping"], 99) for r in idle_runs],
+        "ping max": [max(r["idle_ping"]) for r in idle_runs],
+        "lateness": [float(TICK_MS)] * len(idle_runs),
+        "rss": [r["idle_rss_mib"] for r in idle_runs],
+    }
+    names = {"ping p50": "client B ping p50", "ping p99": "client B ping p99",
+             "ping max": "client B ping max", "lateness": "Expired lateness",
+             "rss": "actor RSS above idle (peak)"}
+    units = {"rss": "MiB"}
+    idle_names = {"lateness": "wheel tick", "rss": "idle RSS"}
+    # On the max: one stall is what a starved client sees, and p99 hides it.
+    limits = {"ping max": PING_LIMIT_MS, "lateness": LATENESS_LIMIT_MS, "rss": RSS_LIMIT_MIB}
+    scenario = (f"{evses:,} EVSEs; client A pipelines {requests} get_state and never reads; "
+                f"the reservation expires {expire_after:g} s into the flood; window: flood start "
+                f"to {settle:g} s after its Expired update; --store :memory:, INFO, tcp")
+    bounds = ", ".join(f"{key} = {value}" for key, value in BOUNDS.items())
+    figures = []
+    for key, samples in off.items():
+        note = ""
+        if key == "ping p50":
+            unbounded = ", ".join(f"{k} = {v}" for k, v in UNBOUNDED.items())
+            note = scenario + (f"; fairness bounds off: [limits] {unbounded}" if known else
+                               f"; only this unbounded run was measured: the actor refused the "
+                               f"fairness keys ({refusal})")
+        figures.append(Figure(
+            SUITE, f"{names[key]}, bounds off", units.get(key, "ms"), samples,
+            f"same actor idle ({idle_names.get(key, 'before the flood')})", idle[key],
+            higher_is_better=False, note=note,
+            params={"bounds": "off", "figure": key, "evses": evses}))
+    if known:
+        on = _series(results["on"])
+        for key, samples in on.items():
+            figures.append(Figure(
+                SUITE, f"{names[key]}, bounds on", units.get(key, "ms"), samples,
+                "bounds off (same run)", off[key], higher_is_better=False, limit=limits.get(key),
+                note=f"[limits] {bounds}" if key == "ping p50" else "",
+                params={"bounds": "on", "figure": key, "evses": evses}))
+    return figures
