@@ -48,8 +48,8 @@ class Config:
     secret_key_file: str | None = None   # CURVE on both sockets when set
     authorized_keys: str | None = None   # directory of client *.key certificates
     max_message_bytes: int = 64 * 1024
-    turn_reply_bytes: int = 1024 * 1024         # replies per loop turn; 0: no bound
-    peer_unread_bytes: int = 4 * 1024 * 1024    # a peer's unread replies before it waits; 0: no bound
+    turn_reply_bytes: int = 256 * 1024          # replies per loop turn; 0: no bound
+    peer_unread_bytes: int = 1024 * 1024        # a peer's unread replies before it waits; 0: no bound
 
 
 _SECTIONS = {

@@ -16,12 +16,10 @@ that the idle RSS is an idle actor's and not the last flood's). Figures, per run
 ping p50, p99 and max in the window, the expiry's lateness, and the peak RSS in the
 window above the RSS before the flood.
 
-Two settings, interleaved run by run: the actor's fairness bounds on (BOUNDS, in the
-[limits] table) and off (both 0: unbounded, the behaviour before issue 8). An actor that
-does not know the keys refuses them at start-up (exit 2); then only the unbounded run is
-measured (on that actor the default is unbounded) and a note says so. The unbounded
-figures are reported against the same actor idle (ping before the flood, the wheel tick
-for lateness, the idle RSS), the bounded ones against the unbounded ones.
+Two settings, interleaved run by run: the actor's fairness bounds as it ships them
+(BOUNDS: the [limits] defaults) and off (both 0: unbounded, the behaviour before issue 8).
+The unbounded figures are reported against the same actor idle (ping before the flood,
+the wheel tick for lateness, the idle RSS), the bounded ones against the unbounded ones.
 """
 
 from __future__ import annotations
@@ -32,14 +30,15 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from actor.config import Config
 from bench.common import Context, Figure, percentile, rotation
-from bench.procs import ServerExited, Workers, short_tmp, start_actor, station_config
+from bench.procs import Workers, short_tmp, start_actor, station_config
 from bench.suites.expiry import TICK_MS, rfc3339
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
 from protocol.messages import parse_rfc3339
 
 SUITE = "fairness"
-BOUNDS = {"turn_reply_bytes": 1 << 20, "peer_unread_bytes": 4 << 20}
+BOUNDS = {key: getattr(Config, key) for key in ("turn_reply_bytes", "peer_unread_bytes")}
 UNBOUNDED = {key: 0 for key in BOUNDS}
 EXPIRING_ID = 77                # the reservation that expires during the flood (EVSE 2)
 PROBE_ID = 78                   # placed and cancelled until the subscriber is proven subscribed
@@ -198,20 +197,6 @@ def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str,
             "rss_mib": (peak - idle_rss) / 1024, "idle_rss_mib": idle_rss / 1024}
 
 
-def bounds_known(tmp: str) -> tuple[bool, str]:
-    """Does this actor take the [limits] fairness keys? (it refuses unknown keys: exit 2)"""
-    try:
-        actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
-                            config=station_config(tmp, 1, limits=BOUNDS, name="probe"))
-    except ServerExited as exc:
-        if exc.status == 2 and any(key in exc.log for key in BOUNDS):
-            # "...: config error: PATH: unknown key ...": the reason without the temp path
-            return False, exc.log.strip().splitlines()[-1].split(": ")[-1]
-        raise
-    actor.close()
-    return True, ""
-
-
 def run(ctx: Context) -> list[Figure]:
     evses, requests = (2000, 50) if ctx.quick else (10_000, 800)
     # Seconds from the flood's start to the expiry, and the window's end after it.
@@ -219,15 +204,14 @@ def run(ctx: Context) -> list[Figure]:
     reps = ctx.reps(3)
     results: dict[str, list[dict]] = {"on": [], "off": []}
     with short_tmp() as tmp, Workers(flood_process, 1) as flood, Workers(watch_process, 1) as watch:
-        known, refusal = bounds_known(tmp)
-        settings = {"on": BOUNDS, "off": UNBOUNDED} if known else {"off": None}
+        settings = {"on": BOUNDS, "off": UNBOUNDED}
         for rep in range(reps):
             for label in rotation(list(settings), rep):
                 ctx.progress(f"fairness: {evses:,} EVSEs, bounds {label}, run {rep + 1}/{reps}")
                 results[label].append(one_run(ctx, tmp, evses, requests, settings[label],
                                               f"bounds-{label}", flood, watch, expire_after,
                                               settle))
-    return figures_for(results, known, refusal, evses, requests, expire_after, settle)
+    return figures_for(results, evses, requests, expire_after, settle)
 
 
 def _series(runs: list[dict]) -> dict[str, list[float]]:
@@ -240,8 +224,8 @@ def _series(runs: list[dict]) -> dict[str, list[float]]:
     }
 
 
-def figures_for(results: dict, known: bool, refusal: str, evses: int, requests: int,
-                expire_after: float, settle: float) -> list[Figure]:
+def figures_for(results: dict, evses: int, requests: int, expire_after: float,
+                settle: float) -> list[Figure]:
     off = _series(results["off"])
     idle_runs = results["off"]
     idle = {
@@ -267,20 +251,16 @@ def figures_for(results: dict, known: bool, refusal: str, evses: int, requests: 
         note = ""
         if key == "ping p50":
             unbounded = ", ".join(f"{k} = {v}" for k, v in UNBOUNDED.items())
-            note = scenario + (f"; fairness bounds off: [limits] {unbounded}" if known else
-                               f"; only this unbounded run was measured: the actor refused the "
-                               f"fairness keys ({refusal})")
+            note = scenario + f"; fairness bounds off: [limits] {unbounded}"
         figures.append(Figure(
             SUITE, f"{names[key]}, bounds off", units.get(key, "ms"), samples,
             f"same actor idle ({idle_names.get(key, 'before the flood')})", idle[key],
             higher_is_better=False, note=note,
             params={"bounds": "off", "figure": key, "evses": evses}))
-    if known:
-        on = _series(results["on"])
-        for key, samples in on.items():
-            figures.append(Figure(
-                SUITE, f"{names[key]}, bounds on", units.get(key, "ms"), samples,
-                "bounds off (same run)", off[key], higher_is_better=False, limit=limits.get(key),
-                note=f"[limits] {bounds}" if key == "ping p50" else "",
-                params={"bounds": "on", "figure": key, "evses": evses}))
+    for key, samples in _series(results["on"]).items():
+        figures.append(Figure(
+            SUITE, f"{names[key]}, bounds on", units.get(key, "ms"), samples,
+            "bounds off (same run)", off[key], higher_is_better=False, limit=limits.get(key),
+            note=f"[limits] {bounds} (the defaults)" if key == "ping p50" else "",
+            params={"bounds": "on", "figure": key, "evses": evses}))
     return figures
