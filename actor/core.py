@@ -27,6 +27,7 @@ the station's distinct signatures cost, the same on 10 EVSEs as on 10,000.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -145,8 +146,12 @@ def _strongest(states: Iterable[State]) -> Result:
 class ReservationCore:
     def __init__(self, evses: Iterable[tuple[int, Iterable[tuple[int, ConnectorType]]]], *,
                  reservations_enabled: bool = True, non_evse_specific: bool = True,
-                 tick: float = 0.01, now: float = 0.0, seq: int = 0) -> None:
+                 tick: float = 0.01, now: float = 0.0, seq: int = 0,
+                 record_changes: bool = True) -> None:
+        """`record_changes`: keep what changed for take_changes(); False for a
+        store that keeps nothing, so the hot path does not pay for it."""
         self.reservations_enabled = reservations_enabled
+        self.record_changes = record_changes
         self.non_evse_specific = non_evse_specific
         self.seq = seq
         self._evses = {evse_id: Evse(evse_id, connectors) for evse_id, connectors in evses}
@@ -162,6 +167,7 @@ class ReservationCore:
         self._index_all()
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
+        self._expired_at = -math.inf
         # What changed since take_changes(), for the store. Dicts keep the order
         # of the last change, which for reservations is placement order.
         self._dirty_reservations: dict[int, None] = {}
@@ -192,10 +198,15 @@ class ReservationCore:
         """Decide `command` at `now`. Raises ProtocolError (invalid_argument)
         for a command naming what the station does not have, before changing anything."""
         outcome = Outcome(None)
-        # A reservation past its expiry_time must not take part in any decision.
-        self._expire_into(now, outcome.updates)
-        outcome.result = self._handlers[type(command)](command, now, outcome.updates)
+        outcome.result = self.decide(command, now, outcome.updates)
         return outcome
+
+    def decide(self, command: Any, now: float, updates: list) -> Any:
+        """apply() for the loop: the result, with the updates appended to `updates`."""
+        if now != self._expired_at:
+            # A reservation past its expiry_time must not take part in any decision.
+            self._expire_into(now, updates)
+        return self._handlers[type(command)](command, now, updates)
 
     def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
         updates: list[tuple[str, dict[str, Any]]] = []
@@ -212,6 +223,7 @@ class ReservationCore:
         its own and holds what falls due before it until the clock is back there:
         after a step back of an hour, expiries in that hour would come an hour late."""
         self._wheel = TimerWheel(self._tick, now)
+        self._expired_at = -math.inf
         for reservation in self._reservations.values():
             self._wheel.schedule(reservation.reservation_id, reservation.expiry)
 
@@ -278,6 +290,8 @@ class ReservationCore:
 
     def take_changes(self) -> Changes | None:
         """What changed since the last call, for the store; None when nothing did."""
+        if not self.record_changes:
+            return None
         if not self._dirty_reservations and not self._dirty_evses and self.seq == self._taken_seq:
             return None
         reservations = self._reservations
@@ -508,6 +522,8 @@ class ReservationCore:
     # -- bookkeeping -----------------------------------------------------------------------------
 
     def _expire_into(self, now: float, updates: list) -> None:
+        # Nothing can fall due twice at one instant: what is placed must expire after it.
+        self._expired_at = now
         due = self._wheel.advance(now)
         if not due:
             return
@@ -570,10 +586,13 @@ class ReservationCore:
 
     def _evse_changed(self, evse: Evse, updates: list) -> None:
         self._index(evse)
-        self._dirty_evses[evse.id] = None
+        if self.record_changes:
+            self._dirty_evses[evse.id] = None
         self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
 
     def _mark_dirty(self, reservation_id: int) -> None:
+        if not self.record_changes:
+            return
         # Move to the end: the store numbers positions in this order.
         self._dirty_reservations.pop(reservation_id, None)
         self._dirty_reservations[reservation_id] = None

@@ -37,6 +37,7 @@ shed, like messages past a high-water mark, and counted).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ from protocol.messages import ProtocolError, parse_command
 from protocol.vocabulary import Command, ErrorCode, Topic
 from protocol.wire import decode_request, encode_error, encode_result
 
+from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
@@ -86,11 +88,12 @@ _PARKED = object()   # _next_request: a request was read and parked, not to be d
 
 def _log_reservation(body: dict[str, Any]) -> None:
     """log.info("reservation %s %s", ...) without its walk up the stack for the
-    caller's file and line (findCaller), a fifth of its cost on the hot path;
+    caller's file and line (findCaller), a fifth of its cost on the hot path,
+    and marked to be written with the rest of the turn's (actor/logs.py);
     the line written is the same."""
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "reservation %s %s",
-                              (body["reservation_id"], body["reservation_status"]), None,
-                              "_publish"))
+    log.handle(logs.mark_batched(log.makeRecord(
+        log.name, logging.INFO, __file__, 0, "reservation %s %s",
+        (body["reservation_id"], body["reservation_status"]), None, "_publish")))
 
 
 class _Peer:
@@ -141,6 +144,7 @@ class Actor:
         self.requests_shed = 0
         self.store_failures = 0
         self._stopping = False
+        self._router_readable = False
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.zap: ZapHandler | None = None
@@ -153,7 +157,8 @@ class Actor:
         core = ReservationCore(
             ((e.id, e.connectors) for e in config.evses),
             reservations_enabled=config.reservations_enabled,
-            non_evse_specific=config.non_evse_specific, tick=config.tick, now=now)
+            non_evse_specific=config.non_evse_specific, tick=config.tick, now=now,
+            record_changes=self.store.durable)
         return core, core.restore(self.store.load(), now)
 
     # -- life cycle -----------------------------------------------------------------
@@ -226,6 +231,9 @@ class Actor:
             previous = {sig: signal.signal(sig, lambda *_: self.stop())
                         for sig in (signal.SIGINT, signal.SIGTERM)}
             poller.register(wake_r, zmq.POLLIN)
+        # What start-up made lives as long as the actor: keep it out of every
+        # collection, so none costs what the station's size would make it cost.
+        gc.freeze()
         try:
             while not self._stopping:
                 self.turn(poller)
@@ -252,11 +260,12 @@ class Actor:
     def _wait(self, poller: zmq.Poller) -> float:
         """Sleep until there is something to do; the time to do it at."""
         events = poller.poll(self._poll_timeout_ms())
-        zap = self.zap
-        if zap is not None:
-            for sock, _ in events:
-                if sock is zap.socket:
-                    zap.handle()
+        self._router_readable = False
+        for sock, _ in events:
+            if sock is self.router:
+                self._router_readable = True
+            elif self.zap is not None and sock is self.zap.socket:
+                self.zap.handle()
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
@@ -319,9 +328,10 @@ class Actor:
                         del self._waiting[identity]
                     return frames
         router = self.router
-        # Asking EVENTS costs a tenth of the zmq.Again that an empty recv raises,
-        # once per turn: per request in lock-step traffic.
-        if not router.get(_EVENTS) & _POLLIN:
+        if self._router_readable:
+            self._router_readable = False   # the poll just said so: no need to ask
+        # Asking EVENTS costs a tenth of the zmq.Again that an empty recv raises.
+        elif not router.get(_EVENTS) & _POLLIN:
             return None
         frames = router.recv_multipart(_NOBLOCK)
         if self._peers:
@@ -356,9 +366,7 @@ class Actor:
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
                 return encode_result(request_id, answer_here())
-            outcome = self.core.apply(command, now)
-            updates.extend(outcome.updates)
-            return encode_result(request_id, outcome.result)
+            return encode_result(request_id, self.core.decide(command, now, updates))
         except ProtocolError as error:
             self.errors[error.code] += 1
             if request_id is None:
@@ -461,6 +469,7 @@ class Actor:
             for topic, body in updates:
                 if topic is Topic.RESERVATION_UPDATE:
                     _log_reservation(body)
+            logs.flush()
 
     def _stats(self) -> dict[str, Any]:
         return {

@@ -61,6 +61,7 @@ class StateStore(Protocol):
     """What the actor needs of a store; Store and MemoryStore are the two."""
 
     path: str
+    durable: bool   # False: nothing survives a restart, so the core need not record changes
 
     def load(self) -> StoredState:
         """The stored image, or StoreError."""
@@ -77,6 +78,7 @@ class MemoryStore:
     not even to an in-memory database."""
 
     path = MEMORY
+    durable = False
 
     def load(self) -> StoredState:
         return StoredState()
@@ -114,6 +116,8 @@ class Store:
     would both succeed and release the first one's lock. The lock file is never
     deleted: unlinking it would let two starters lock two different inodes.
     """
+
+    durable = True
 
     def __init__(self, path: str | Path, *, synchronous: str = "full", reset: bool = False) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
