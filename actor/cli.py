@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import zmq
 
+from . import logs
 from .config import ConfigError, load_config
 from .security import SecurityError, curve_keys, keygen
 from .server import Actor
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["keygen"]:
         return keygen_main(argv[1:])
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
