@@ -52,7 +52,7 @@ import zmq
 
 from protocol.messages import ProtocolError, parse_command
 from protocol.vocabulary import Command, ErrorCode, Topic
-from protocol.wire import decode_request, encode_error, encode_result
+from protocol.wire import Encoder, decode_request
 
 from . import logs
 from .clock import UtcClock
@@ -136,6 +136,7 @@ class Actor:
         self._peers: dict[bytes, _Peer] = {}
         self._waiting: dict[bytes, _Peer] = {}    # peers with parked requests
         self._answered_here = {Command.STATS: self._stats}
+        self._encode = Encoder()
         self.started = time.monotonic()
         self.requests = 0
         self.errors: Counter[str] = Counter()
@@ -365,17 +366,17 @@ class Actor:
             command = parse_command(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
-                return encode_result(request_id, answer_here())
-            return encode_result(request_id, self.core.decide(command, now, updates))
+                return self._encode.result(request_id, answer_here())
+            return self._encode.result(request_id, self.core.decide(command, now, updates))
         except ProtocolError as error:
             self.errors[error.code] += 1
             if request_id is None:
                 request_id = error.request_id
-            return encode_error(request_id, error.code, error.message)
+            return self._encode.error(request_id, error.code, error.message)
         except Exception:
             log.exception("internal error while handling a request")
             self.errors[ErrorCode.INTERNAL] += 1
-            return encode_error(
+            return self._encode.error(
                 request_id, ErrorCode.INTERNAL,
                 "the actor failed on this request; it was logged and the actor keeps serving")
 
@@ -424,8 +425,8 @@ class Actor:
             reply = msgpack.unpackb(frames[-1])
             if reply["ok"]:
                 self.errors[ErrorCode.STORE_FAILED] += 1
-                frames[-1] = encode_error(reply["id"], ErrorCode.STORE_FAILED,
-                                          _STORE_FAILED_MESSAGE)
+                frames[-1] = self._encode.error(reply["id"], ErrorCode.STORE_FAILED,
+                                                _STORE_FAILED_MESSAGE)
 
     def _reply(self, replies: list[list[bytes]]) -> None:
         send = self.router.send
@@ -459,10 +460,10 @@ class Actor:
         if not updates:
             return
         send = self.pub.send
-        packb = msgpack.packb
+        pack = self._encode.pack
         for topic, body in updates:
             send(_TOPIC_FRAMES[topic], _MORE)
-            send(packb(body))
+            send(pack(body))
         self.updates_published += len(updates)
         # Logged after everything is sent: listeners should not wait on the log.
         if log.isEnabledFor(logging.INFO):

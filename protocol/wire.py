@@ -53,12 +53,19 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
         raise
 
 
-def encode_result(request_id: Any, result: Any) -> bytes:
-    return msgpack.packb({"id": request_id, "ok": True, "result": result})
+class Encoder:
+    """Replies and update bodies, packed with a msgpack Packer of its own
+    (msgpack.packb builds one per call, a third of packing a small reply).
+    A Packer is not thread-safe: one Encoder per thread."""
 
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer().pack
 
-def encode_error(request_id: Any, code: ErrorCode, message: str) -> bytes:
-    return msgpack.packb({"id": request_id, "ok": False,
+    def result(self, request_id: Any, result: Any) -> bytes:
+        return self.pack({"id": request_id, "ok": True, "result": result})
+
+    def error(self, request_id: Any, code: ErrorCode, message: str) -> bytes:
+        return self.pack({"id": request_id, "ok": False,
                           "error": {"code": code, "message": message}})
 
 
