@@ -157,7 +157,8 @@ class ReservationCore:
         self._evses = {evse_id: Evse(evse_id, connectors) for evse_id, connectors in evses}
         self._station_types = {c.type for e in self._evses.values() for c in e.connectors.values()}
         self._reservations: dict[int, Reservation] = {}
-        self._non_specific_types: Counter[str] = Counter()
+        self._non_specific_types: Counter[ConnectorType] = Counter()
+        self._non_specific_count = 0   # their sum: without any, no decision needs the guarantee
         # Free EVSEs by signature, and their count (what the guarantee reads).
         self._free_ids: dict[frozenset[ConnectorType], set[int]] = {}
         self._free: Counter[frozenset[ConnectorType]] = Counter()
@@ -394,7 +395,8 @@ class ReservationCore:
         evse = self._evses.get(command.evse_id)
         if evse is None or evse.reservation is not None:
             return False
-        return guarantee_holds(self._non_specific_types, self._free_without(evse))
+        return not self._non_specific_count or guarantee_holds(self._non_specific_types,
+                                                               self._free_without(evse))
 
     def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
         return {
@@ -438,7 +440,8 @@ class ReservationCore:
             return _strongest(cars)
         if all(c.state != State.AVAILABLE for c in fitting):
             return _strongest(c.state for c in fitting)
-        if not guarantee_holds(self._non_specific_types, self._free_without(evse)):
+        if self._non_specific_count and not guarantee_holds(self._non_specific_types,
+                                                            self._free_without(evse)):
             return Result.OCCUPIED
         return Result.ACCEPTED
 
@@ -486,7 +489,7 @@ class ReservationCore:
         reservations (EVerest's check_number_global_reservations_match_number_available_evses):
         all usable ones when there are exactly as many as reservations, else those
         a car of a type that could not get one more reservation could use."""
-        count = sum(self._non_specific_types.values())
+        count = self._non_specific_count
         if not count:
             return frozenset()
         free = self._free
@@ -506,9 +509,11 @@ class ReservationCore:
         if touched is None:
             candidates = list(self._evses)
         else:
-            for signature in before ^ held:   # every free EVSE of these flips
-                touched.update(self._free_ids.get(signature, ()))
-            candidates = sorted(touched, key=self._position.__getitem__)
+            if before or held:
+                for signature in before ^ held:   # every free EVSE of these flips
+                    touched.update(self._free_ids.get(signature, ()))
+            candidates = sorted(touched, key=self._position.__getitem__) if len(touched) > 1 \
+                else touched
         self._touched = set()
         last = self._shown
         evses = self._evses
@@ -541,6 +546,7 @@ class ReservationCore:
         self._mark_dirty(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
+            self._non_specific_count += 1
         else:
             self._hold(self._evses[reservation.evse_id], reservation)
 
@@ -549,6 +555,7 @@ class ReservationCore:
         self._mark_dirty(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
+            self._non_specific_count -= 1
         else:
             self._hold(self._evses[reservation.evse_id], None)
 
