@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from .client import RESYNC, Client, CommandFailed, Watcher
+from .messages import format_rfc3339
 from .vocabulary import ConnectorEventType, ConnectorType
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
@@ -24,8 +24,7 @@ from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 def _expiry(args: argparse.Namespace) -> str:
     if args.expiry:
         return args.expiry
-    moment = datetime.fromtimestamp(time.time() + args.expires_in, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_rfc3339(time.time() + args.expires_in)
 
 
 def _optional(**fields: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import reprlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Callable
 
@@ -200,6 +200,12 @@ def parse_rfc3339(value: Any, path: str = "expiry_time") -> float:
             raise invalid(f"{path}: {value!r} is not a valid date-time (second 60 is only the "
                           "leap second, 23:59:60 UTC)")
     return epoch
+
+
+def format_rfc3339(epoch: float, timespec: str = "milliseconds") -> str:
+    """The UTC instant `epoch` as RFC 3339 with Z, as the actor's own examples write it."""
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec=timespec).replace(
+        "+00:00", "Z")
 
 
 # reprlib bounds depth and width: a request can nest lists ~1000 deep within

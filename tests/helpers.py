@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 from protocol.client import Client, Subscriber
+from protocol.messages import format_rfc3339
 
 PROBE_ID = 2_000_000_000   # a reservation id no test uses for anything else
 
 
 def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    return format_rfc3339(epoch, "auto")
 
 
 def in_future(seconds: float = 600) -> str:
