@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{config.update_endpoint}: {exc}", file=sys.stderr)
         actor.close()
         store.close()
-        return 1
+        return 2
     try:
         actor.serve()
     except StoreError as exc:   # the store became unreadable while serving

@@ -37,6 +37,7 @@ shed, like messages past a high-water mark, and counted).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import math
@@ -94,6 +95,21 @@ def _log_reservation(body: dict[str, Any]) -> None:
     log.handle(logs.mark_batched(log.makeRecord(
         log.name, logging.INFO, __file__, 0, "reservation %s %s",
         (body["reservation_id"], body["reservation_status"]), None, "_publish")))
+
+
+def _refuse_live_ipc(endpoint: str) -> None:
+    """libzmq binds an ipc path by replacing whatever file is there, so a second
+    actor would silently take the first one's endpoint; refuse when something
+    answers on it. A stale file (nobody listening) is replaced as usual."""
+    transport, _, path = endpoint.partition("://")
+    if transport != "ipc" or path.startswith("@") or not os.path.exists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return
+    raise zmq.ZMQError(errno.EADDRINUSE, f"{endpoint} is in use by another process")
 
 
 class _Peer:
@@ -179,6 +195,8 @@ class Actor:
         # Report a reply that cannot be queued instead of dropping it silently.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+        for endpoint in (config.command_endpoint, config.update_endpoint):
+            _refuse_live_ipc(endpoint)
         # ipc socket files are created owner-only: the file system is the access control.
         umask = os.umask(0o077)
         try:

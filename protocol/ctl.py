@@ -4,7 +4,8 @@ Each subcommand sends one command and prints its result as JSON; `watch`
 follows the actor's state (client.Watcher) and prints each update it applies
 as a JSON line, and {"resync": seq} when it had to take a new snapshot
 because updates were lost, until interrupted. Exit status: 0 on a reply,
-1 when the actor answered with an error, 2 when no reply came in time.
+1 when the actor answered with an error, 2 when no reply came in time or the
+command line cannot be used (a bad endpoint, an unreadable key file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import sys
 import time
 from typing import Any
+
+import zmq
 
 from .client import RESYNC, Client, CommandFailed, Watcher
 from .messages import format_rfc3339
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except TimeoutError as exc:
         print(f"reservation-ctl: {exc}; is the actor running?", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, zmq.ZMQError) as exc:
+        # A bad --endpoint, a key file that is missing or holds no key.
+        print(f"reservation-ctl: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2 if isinstance(result, (dict, list)) else None))
     return 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -170,3 +173,27 @@ def test_signal_stops_the_actor_cleanly(actor, sig):
         transport, _, path = endpoint.partition("://")
         if transport == "ipc":
             assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--endpoint", "foo", "ping"], "Invalid argument"),
+    (["--server-key", "/etc/hostname", "--client-key", "/etc/hostname", "ping"], "No public key"),
+    (["--server-key", "/nonexistent.key", "--client-key", "/nonexistent.key", "ping"], "nonexistent"),
+])
+def test_reservation_ctl_refuses_an_unusable_command_line_with_one_line_and_exit_2(args, says):
+    ctl = Path(sys.executable).with_name("reservation-ctl")
+    done = subprocess.run([str(ctl), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert says in done.stderr
+
+
+def test_an_endpoint_in_use_stops_start_up_with_one_line_and_exit_2(actor):
+    done = subprocess.run(
+        [sys.executable, "-m", "actor", "--store", ":memory:", "--command-endpoint",
+         actor.command_endpoint, "--update-endpoint", "tcp://127.0.0.1:*"],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 2
+    problems = [line for line in done.stderr.splitlines() if " INFO " not in line]
+    assert len(problems) == 1 and "cannot bind" in problems[0], done.stderr
+    assert "Traceback" not in done.stderr
