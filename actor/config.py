@@ -101,22 +101,23 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     endpoints = data.get("endpoints", {})
     timer = data.get("timer", {})
     store = data.get("store", {})
-    synchronous = _typed(store.get("synchronous", "full"), str, "store.synchronous")
+    limits = data.get("limits", {})
+    synchronous = _typed(store.get("synchronous", Config.store_synchronous), str,
+                         "store.synchronous")
     if synchronous not in SYNCHRONOUS_MODES:
         raise ConfigError(f"store.synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
                           f"got {synchronous!r}")
-    tick_ms = _typed(timer.get("tick_ms", 10), (int, float), "timer.tick_ms")
+    tick_ms = _typed(timer.get("tick_ms", round(Config.tick * 1000)), (int, float), "timer.tick_ms")
     if not 1 <= tick_ms <= 1000:
         raise ConfigError(f"timer.tick_ms must be between 1 and 1000, got {tick_ms}")
     security = data.get("security", {})
     if ("secret_key_file" in security) != ("authorized_keys" in security):
         raise ConfigError("[security] needs both secret_key_file and authorized_keys")
-    max_message_bytes = _typed(data.get("limits", {}).get("max_message_bytes", 64 * 1024), int,
+    max_message_bytes = _typed(limits.get("max_message_bytes", Config.max_message_bytes), int,
                                "limits.max_message_bytes")
     if not 256 <= max_message_bytes <= 64 * 1024 * 1024:
         raise ConfigError(f"limits.max_message_bytes must be between 256 and {64 * 1024 * 1024}, "
                           f"got {max_message_bytes}")
-    limits = data.get("limits", {})
     fairness = {key: _typed(limits.get(key, getattr(Config, key)), int, f"limits.{key}")
                 for key in ("turn_reply_bytes", "peer_unread_bytes")}
     for key, value in fairness.items():
@@ -124,12 +125,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             raise ConfigError(f"limits.{key} must be 0 (no bound) or a number of bytes, got {value}")
     return Config(
         evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
-        reservations_enabled=_typed(reservations.get("enabled", True), bool, "reservations.enabled"),
-        non_evse_specific=_typed(reservations.get("non_evse_specific", True), bool,
-                                 "reservations.non_evse_specific"),
-        command_endpoint=_typed(endpoints.get("command", DEFAULT_COMMAND_ENDPOINT), str,
+        reservations_enabled=_typed(reservations.get("enabled", Config.reservations_enabled), bool,
+                                    "reservations.enabled"),
+        non_evse_specific=_typed(reservations.get("non_evse_specific", Config.non_evse_specific),
+                                 bool, "reservations.non_evse_specific"),
+        command_endpoint=_typed(endpoints.get("command", Config.command_endpoint), str,
                                 "endpoints.command"),
-        update_endpoint=_typed(endpoints.get("update", DEFAULT_UPDATE_ENDPOINT), str,
+        update_endpoint=_typed(endpoints.get("update", Config.update_endpoint), str,
                                "endpoints.update"),
         tick=tick_ms / 1000,
         store_path=_typed(store["path"], str, "store.path") if "path" in store else None,

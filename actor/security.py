@@ -123,12 +123,8 @@ class ZapHandler:
                 return
             if len(frames) < 6:
                 # Not a ZAP request libzmq would send; answer what can be answered.
-                if len(frames) >= 2:
-                    self.socket.send_multipart([*frames[:2], b"400", b"malformed ZAP request",
-                                                b"", b""])
-                else:
-                    self.socket.send_multipart([b"1.0", b"", b"400", b"malformed ZAP request",
-                                                b"", b""])
+                head = frames[:2] if len(frames) >= 2 else [b"1.0", b""]
+                self.socket.send_multipart([*head, b"400", b"malformed ZAP request", b"", b""])
                 continue
             # version, request id, domain, address, identity, mechanism, credentials...
             version, request_id, _domain, address, _identity, mechanism = frames[:6]

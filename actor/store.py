@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Protocol
 
-from protocol.messages import ProtocolError, Reservation, parse_command
+from protocol.messages import ProtocolError, parse_command
 from protocol.vocabulary import Command, ConnectorState
 
 from .core import Changes, StoredState

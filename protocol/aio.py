@@ -25,9 +25,11 @@ from typing import Any, AsyncIterator
 import zmq
 import zmq.asyncio
 
-from .client import BATCH, Commands, Mirror, dealer, encode_request, result_of, subscription, \
-    timed_out
-from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply, decode_update
+from .client import (
+    SNAPSHOT, WAIT, Commands, Mirror, dealer, encode_request, result_of, subscription,
+    timed_out,
+)
+from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply
 
 
 class AsyncClient(Commands):
@@ -157,23 +159,19 @@ class AsyncWatcher:
                 yield entry
 
     async def poll(self, timeout: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
-        mirror, applied = self.mirror, []
-        if mirror.stale:
-            applied.append(mirror.replace(await self.client.get_state()))
+        steps, answer = self.mirror.poll(timeout), None
         sock = self.socket
-        if await sock.poll(int(timeout * 1000), zmq.POLLIN):
-            for _ in range(BATCH):
-                try:
-                    frames = await sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                topic, body = decode_update(frames)
-                if mirror.receive(topic, body):
-                    applied.append((topic, body))
-                elif mirror.stale:
-                    applied.append(mirror.replace(await self.client.get_state()))
-        if mirror.check_due():
-            snapshot = await self.client.get_state()
-            if mirror.differs(snapshot):
-                applied.append(mirror.replace(snapshot))
-        return applied
+        try:
+            while True:
+                ask = steps.send(answer)
+                if ask[0] is SNAPSHOT:
+                    answer = await self.client.get_state()
+                elif ask[0] is WAIT:
+                    answer = await sock.poll(ask[1], zmq.POLLIN)
+                else:
+                    try:
+                        answer = await sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        answer = None
+        except StopIteration as done:
+            return done.value

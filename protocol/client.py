@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import msgpack
 import zmq
@@ -226,6 +226,7 @@ class Subscriber:
 
 
 RESYNC = "resync"   # Watcher.poll's entry for "the state was replaced by a new snapshot"
+SNAPSHOT, WAIT, RECEIVE = "snapshot", "wait", "receive"   # what Mirror.poll asks its driver for
 BATCH = 1000        # updates applied per poll at most, so a flood cannot keep one poll from returning
 
 
@@ -282,6 +283,31 @@ class Mirror:
         # Higher: the updates we lack were dropped. Lower: the actor restarted
         # without its history. Either way the snapshot is the truth.
         return snapshot["seq"] != self.state["seq"]
+
+    def poll(self, timeout: float) -> Generator[tuple, Any, list[tuple[str, dict[str, Any]]]]:
+        """One Watcher.poll as a generator of the I/O it needs, so the sync and
+        the asyncio watcher share every decision and differ only in how they
+        wait. It yields (SNAPSHOT,) for a get_state result, (WAIT, ms) for
+        whether an update arrived within ms, (RECEIVE,) for the next update's
+        frames or None; it returns what the poll applied, in order."""
+        applied: list[tuple[str, dict[str, Any]]] = []
+        if self.stale:
+            applied.append(self.replace((yield (SNAPSHOT,))))
+        if (yield (WAIT, int(timeout * 1000))):
+            for _ in range(BATCH):
+                frames = yield (RECEIVE,)
+                if frames is None:
+                    break
+                topic, body = decode_update(frames)
+                if self.receive(topic, body):
+                    applied.append((topic, body))
+                elif self.stale:
+                    applied.append(self.replace((yield (SNAPSHOT,))))
+        if self.check_due():
+            snapshot = yield (SNAPSHOT,)
+            if self.differs(snapshot):
+                applied.append(self.replace(snapshot))
+        return applied
 
     def _apply(self, topic: str, body: dict[str, Any]) -> bool:
         """Change `state` as the actor did when it published `body`; False when
@@ -369,23 +395,19 @@ class Watcher:
         (RESYNC, {"seq": seq}) where the state was replaced by a snapshot.
         Raises TimeoutError when the actor does not answer get_state (the next
         poll tries again)."""
-        mirror, applied = self.mirror, []
-        if mirror.stale:
-            applied.append(mirror.replace(self.client.get_state()))
+        steps, answer = self.mirror.poll(timeout), None
         sock = self.subscriber.socket
-        if sock.poll(int(timeout * 1000), zmq.POLLIN):
-            for _ in range(BATCH):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                topic, body = decode_update(frames)
-                if mirror.receive(topic, body):
-                    applied.append((topic, body))
-                elif mirror.stale:
-                    applied.append(mirror.replace(self.client.get_state()))
-        if mirror.check_due():
-            snapshot = self.client.get_state()
-            if mirror.differs(snapshot):
-                applied.append(mirror.replace(snapshot))
-        return applied
+        try:
+            while True:
+                ask = steps.send(answer)
+                if ask[0] is SNAPSHOT:
+                    answer = self.client.get_state()
+                elif ask[0] is WAIT:
+                    answer = sock.poll(ask[1], zmq.POLLIN)
+                else:
+                    try:
+                        answer = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        answer = None
+        except StopIteration as done:
+            return done.value

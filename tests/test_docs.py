@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from actor.config import Config
+from actor.config import _SECTIONS, Config
 from actor.server import Actor
 from actor.store import MemoryStore
 from protocol.messages import PARSERS
@@ -57,6 +57,24 @@ def test_every_stats_key_is_in_protocol_md():
 
 def test_every_command_has_a_parser():
     assert set(PARSERS) == set(Command)
+
+
+def test_the_readme_module_map_names_every_module():
+    table = README[README.index("## How decisions are made"):README.index("## Example session")]
+    modules = {str(path.relative_to(ROOT)) for package in ("actor", "protocol")
+               for path in (ROOT / package).rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")}
+    assert {m for m in modules if f"`{m}`" not in table} == set()
+
+
+def test_every_config_key_is_in_the_readme():
+    """In the example config (`key = ...` under its [section]) or named as `[section] key`."""
+    def shown(section: str, key: str) -> bool:
+        block = README.split(f"[{section}]\n", 1)
+        return (len(block) == 2 and f"\n{key} =" in "\n" + block[1].split("\n\n")[0]) or \
+            f"[{section}] {key}" in README
+    assert {f"{section}.{key}" for section, keys in _SECTIONS.items() for key in keys
+            if not shown(section, key)} == set()
 
 
 def test_the_readme_summary_names_every_error_code_and_command():
@@ -159,8 +177,9 @@ def wait_ready(argv: list[str], command_endpoint: str, env: dict) -> None:
     while subprocess.run(ping, env=env, capture_output=True).returncode != 0:
         assert time.monotonic() < deadline, "the actor did not start"
     if argv[-1] == "watch":
-        # The Watcher subscribes, then takes its snapshot: once the actor has
-        # answered that get_state, the subscription is in place (it was sent first).
+        # The Watcher subscribes, then takes its snapshot. The subscription travels
+        # on its own connection, started first; the next command is a new process,
+        # whose start-up alone outlasts that by far (as a person typing does).
         stats = ["reservation-ctl", "--endpoint", command_endpoint, "stats"]
         first = None
         for asked in itertools.count(1):
