@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from ocpp.exceptions import InternalError, OCPPError
 
 from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
+from ..messages import format_rfc3339, parse_rfc3339
 from ..vocabulary import ReservationResult, ReservationUpdateStatus, Topic
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT
@@ -112,7 +112,7 @@ class ReservationBridge:
         now = time.time()
         for rid, expiry in self._known.items():
             if rid not in current and rid not in streamed and rid not in self._cancelled:
-                ended.append((rid, ReservationUpdateStatus.EXPIRED if _epoch(expiry) <= now
+                ended.append((rid, ReservationUpdateStatus.EXPIRED if parse_rfc3339(expiry) <= now
                               else ReservationUpdateStatus.REMOVED))
         self._cancelled &= current.keys()
         self._known = current
@@ -120,11 +120,7 @@ class ReservationBridge:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339).timestamp()
+    return format_rfc3339(time.time())
 
 
 class ReportingMixin:
