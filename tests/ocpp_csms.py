@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,12 +35,14 @@ from websockets.exceptions import ConnectionClosed
 from protocol.client import Client
 from protocol.vocabulary import ConnectorEventType, ConnectorState
 
+from .helpers import rfc3339
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 15.0   # seconds: the longest any single expected message may take
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return rfc3339(time.time())
 
 
 @dataclass

@@ -24,10 +24,10 @@ import asyncio
 import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 
 from bench.common import Context, Figure, percentile
 from bench.procs import servers, start_actor, start_process
+from protocol.messages import format_rfc3339
 
 BRIDGE, NULL = "bridge", "null"
 PERCENTILES = ((50, "p50"), (99, "p99"))
@@ -44,11 +44,11 @@ def unavailable() -> str | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return format_rfc3339(time.time(), "auto")
 
 
 def _expiry() -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    return format_rfc3339(time.time() + 86400, "auto")
 
 
 def _central_class():
