@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from ocpp.exceptions import InternalError
@@ -163,16 +164,40 @@ def test_wss_with_a_ca_file(short_tmp):
         setup.stop()
 
 
+SCRIPT = Path(sys.executable).with_name("reservation-ocpp")
+
+
+def refused(args: list[str], env: dict | None = None) -> str:
+    """Run the console script on an operator mistake: exit status 2 and one
+    line on stderr (returned), no traceback."""
+    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=30, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--csms", "http://127.0.0.1:1", "--station-id", "X"], "ws:// or wss://"),
     (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--password-file", "/nonexistent/pw"],
      "/nonexistent/pw"),
     (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--ca-file", "ca.pem"], "wss://"),
     (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--server-key", "k"], "--client-key"),
-])
+    (["--csms", "wss://127.0.0.1:1", "--station-id", "X", "--ca-file", "pyproject.toml"],
+     "pyproject.toml"),
+] + [(["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--actor-timeout", seconds],
+      "--actor-timeout") for seconds in ("nan", "inf", "0", "-1")])
 def test_operator_mistakes_are_one_line_and_exit_2(args, message):
-    done = subprocess.run([sys.executable, "-m", "protocol.ocpp", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=30)
-    assert done.returncode == 2
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert message in refused(args)
+
+
+def test_without_the_ocpp_extra_says_how_to_install_it(tmp_path):
+    # What importing a package that is not installed raises, on a path
+    # searched before the installed one.
+    (tmp_path / "ocpp").mkdir()
+    (tmp_path / "ocpp" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ocpp'\", name='ocpp')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    assert refused(["--csms", "ws://127.0.0.1:1", "--station-id", "X"], env) == (
+        "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'\n")
