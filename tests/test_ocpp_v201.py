@@ -109,7 +109,7 @@ def test_evse_specific_results(setup):
 
 
 @pytest.mark.parametrize("evse_id, connector_type, reason", [
-    (0, None, "InvalidValue"),
+    (0, None, "ValueZeroNotAllowed"),
     (7, None, "UnknownEvse"),
 ])
 def test_what_the_station_cannot_map_is_rejected_with_a_reason(setup, evse_id, connector_type,
@@ -125,6 +125,7 @@ def test_what_the_station_cannot_map_is_rejected_with_a_reason(setup, evse_id, c
 def test_an_expiry_the_actor_cannot_read_is_rejected_with_its_message(setup):
     response = reserve(setup, 9, evse_id=1, expiry="2030-01-01 12:00")
     assert response.status == "Rejected"
+    assert response.status_info["reason_code"] == "InvalidValue"
     assert "expiry_time" in response.status_info["additional_info"]
 
 

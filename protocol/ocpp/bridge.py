@@ -55,16 +55,16 @@ class ReservationBridge:
 
     # -- what the handlers ask -----------------------------------------------------------
 
-    async def reserve_now(self, **request: Any) -> tuple[ReservationResult, str | None]:
-        """The actor's result, and why when it refused the request itself
-        (an invalid argument is Rejected, with the actor's message)."""
+    async def reserve_now(self, **request: Any) -> tuple[ReservationResult, CommandFailed | None]:
+        """The actor's result; Rejected with the actor's error reply when it
+        refused the request itself (an invalid argument, a store failure)."""
         try:
             result = ReservationResult(await self.client.reserve_now(**request))
         except TimeoutError:
             raise service_unavailable(self.timeout) from None
         except CommandFailed as failed:
             LOG.warning("reserve_now %s refused: %s", request.get("reservation_id"), failed)
-            return ReservationResult.REJECTED, f"{failed.code}: {failed.message}"
+            return ReservationResult.REJECTED, failed
         if result == ReservationResult.ACCEPTED:
             self._cancelled.discard(request["reservation_id"])
         return result, None

@@ -14,7 +14,9 @@ from typing import Any, Callable
 from ocpp.v16 import enums as v16
 from ocpp.v201 import enums as v201
 
-from ..vocabulary import ConnectorState, ConnectorType, ReservationResult, ReservationUpdateStatus
+from ..vocabulary import (
+    ConnectorState, ConnectorType, ErrorCode, ReservationResult, ReservationUpdateStatus,
+)
 
 # OCPP 2.0.1 ConnectorEnumType -> the actor's ConnectorType. cChaoJi, cGBT and
 # OppCharge have no EVerest type (a ReserveNow for them is Rejected); the
@@ -50,6 +52,17 @@ RESERVE_NOW_STATUS_201: dict[ReservationResult, v201.ReserveNowStatusEnumType] =
     ReservationResult.OCCUPIED: v201.ReserveNowStatusEnumType.occupied,
     ReservationResult.REJECTED: v201.ReserveNowStatusEnumType.rejected,
     ReservationResult.UNAVAILABLE: v201.ReserveNowStatusEnumType.unavailable,
+}
+
+# Why a 2.0.1 ReserveNow is Rejected when the actor answered it with an error
+# reply (statusInfo.reasonCode; its message goes in additionalInfo). A bad
+# request or an unknown command is the bridge's own fault, not the CSMS's.
+ERROR_REASON_201: dict[ErrorCode, v201.StatusInfoReasonType] = {
+    ErrorCode.BAD_REQUEST: v201.StatusInfoReasonType.internal_error,
+    ErrorCode.UNKNOWN_COMMAND: v201.StatusInfoReasonType.internal_error,
+    ErrorCode.INVALID_ARGUMENT: v201.StatusInfoReasonType.invalid_value,
+    ErrorCode.STORE_FAILED: v201.StatusInfoReasonType.out_of_storage,
+    ErrorCode.INTERNAL: v201.StatusInfoReasonType.internal_error,
 }
 
 RESERVE_NOW_STATUS_16: dict[ReservationResult, v16.ReservationStatus] = {

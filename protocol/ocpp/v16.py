@@ -56,7 +56,7 @@ class ReservationHandlers(ReportingMixin):
             request["evse_id"] = connector_id
         if parent_id_tag is not None:
             request["parent_id_token"] = parent_id_tag
-        result, _why = await self.reservation_bridge.reserve_now(**request)
+        result, _refusal = await self.reservation_bridge.reserve_now(**request)
         return call_result.ReserveNow(status=RESERVE_NOW_STATUS_16[result])
 
     @on(Action.cancel_reservation)
