@@ -27,8 +27,10 @@ import ocpp.v201
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v16.enums import RegistrationStatus as Registration16
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
+from ocpp.v201.enums import RegistrationStatusEnumType as Registration201
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
@@ -70,7 +72,7 @@ class Central201(_Recording, ocpp.v201.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result201.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                          status="Accepted")
+                                          status=Registration201.accepted)
 
     @on(Action201.status_notification)
     def on_status_notification(self, **payload):
@@ -93,7 +95,7 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result16.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                         status="Accepted")
+                                         status=Registration16.accepted)
 
     @on(Action16.status_notification)
     def on_status_notification(self, **payload):

@@ -56,7 +56,7 @@ def _central_class():
     import ocpp.v201
     from ocpp.routing import on
     from ocpp.v201 import call_result
-    from ocpp.v201.enums import Action
+    from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
     class Central(ocpp.v201.ChargePoint):
         booted: asyncio.Event
@@ -65,7 +65,7 @@ def _central_class():
         def on_boot_notification(self, **_):
             self.booted.set()
             return call_result.BootNotification(current_time=_now(), interval=300,
-                                                status="Accepted")
+                                                status=RegistrationStatusEnumType.accepted)
 
         @on(Action.status_notification)
         def on_status_notification(self, **_):
@@ -81,6 +81,7 @@ def _central_class():
 async def _pairs(central, first_id: int, n: int) -> list[float]:
     """n ReserveNow/CancelReservation pairs; the ReserveNow round trips (us)."""
     from ocpp.v201 import call
+    from ocpp.v201.enums import CancelReservationStatusEnumType, ReserveNowStatusEnumType
     times = []
     expiry = _expiry()
     clock = time.perf_counter_ns
@@ -91,7 +92,8 @@ async def _pairs(central, first_id: int, n: int) -> list[float]:
             id_token={"id_token": "BENCH", "type": "Central"}))
         times.append((clock() - start) / 1000)
         cancelled = await central.call(call.CancelReservation(reservation_id=rid))
-        if reserved.status != "Accepted" or cancelled.status != "Accepted":
+        if (reserved.status != ReserveNowStatusEnumType.accepted
+                or cancelled.status != CancelReservationStatusEnumType.accepted):
             raise RuntimeError(f"reservation {rid}: {reserved.status}, {cancelled.status}")
     return times
 
@@ -162,24 +164,27 @@ async def _null_station(url: str) -> None:
     import ocpp.v201
     from ocpp.routing import on
     from ocpp.v201 import call, call_result
-    from ocpp.v201.enums import Action
+    from ocpp.v201.enums import (
+        Action, BootReasonEnumType, CancelReservationStatusEnumType, ReserveNowStatusEnumType,
+    )
     from websockets.asyncio.client import connect
 
     class NullStation(ocpp.v201.ChargePoint):
         @on(Action.reserve_now)
         def on_reserve_now(self, **_):
-            return call_result.ReserveNow(status="Accepted")
+            return call_result.ReserveNow(status=ReserveNowStatusEnumType.accepted)
 
         @on(Action.cancel_reservation)
         def on_cancel_reservation(self, **_):
-            return call_result.CancelReservation(status="Accepted")
+            return call_result.CancelReservation(
+                status=CancelReservationStatusEnumType.accepted)
 
     async with connect(f"{url}/{NULL}", subprotocols=["ocpp2.0.1"]) as websocket:
         station = NullStation(NULL, websocket)
         print(f"connected to {url}/{NULL}", file=sys.stderr, flush=True)
         reader = asyncio.create_task(station.start())
         await station.call(call.BootNotification(
-            charging_station={"vendor_name": "bench", "model": "null"}, reason="PowerUp"))
+            charging_station={"vendor_name": "bench", "model": "null"}, reason=BootReasonEnumType.power_up))
         await reader
 
 

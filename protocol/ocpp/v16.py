@@ -22,16 +22,9 @@ from ocpp.v16.enums import Action, CancelReservationStatus, ReservationStatus
 
 from ..vocabulary import ReservationUpdateStatus
 from .bridge import LOG, ReportingMixin, ReservationBridge, now_rfc3339
-from .mapping import RESERVE_NOW_STATUS_16, connector_statuses_16, ocpp_boolean
+from .mapping import CONFIGURATION_16, RESERVE_NOW_STATUS_16, connector_statuses_16
 
 WHOLE_STATION = 0
-
-
-# The configuration keys answered, each from a get_state snapshot; all read-only.
-CONFIGURATION = {
-    "ReserveConnectorZeroSupported": lambda state: ocpp_boolean(state["non_evse_specific"]),
-    "SupportedFeatureProfiles": lambda state: "Core,Reservation",
-}
 
 
 class ReservationHandlers(ReportingMixin):
@@ -70,13 +63,14 @@ class ReservationHandlers(ReportingMixin):
     @on(Action.get_configuration)
     async def on_get_configuration(self, key: list[str] | None = None,
                                    **_: Any) -> call_result.GetConfiguration:
-        wanted = list(CONFIGURATION) if not key else key
-        known = [name for name in wanted if name in CONFIGURATION]
+        wanted = list(CONFIGURATION_16) if not key else key
+        known = [name for name in wanted if name in CONFIGURATION_16]
         state = await self.reservation_bridge.snapshot() if known else None
         return call_result.GetConfiguration(
-            configuration_key=[KeyValue(key=name, readonly=True, value=CONFIGURATION[name](state))
-                               for name in known] or None,
-            unknown_key=[name for name in wanted if name not in CONFIGURATION] or None)
+            configuration_key=[
+                KeyValue(key=name, readonly=True, value=CONFIGURATION_16[name](state))
+                for name in known] or None,
+            unknown_key=[name for name in wanted if name not in CONFIGURATION_16] or None)
 
     # -- what the report task sends -------------------------------------------------------
 

@@ -21,25 +21,14 @@ from ocpp.v201.enums import (
 from ..vocabulary import ReservationUpdateStatus
 from .bridge import ReportingMixin, ReservationBridge, now_rfc3339
 from .mapping import (
-    CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_END_201, RESERVE_NOW_STATUS_201,
-    connector_statuses_201, ocpp_boolean,
+    CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_CTRLR, RESERVATION_END_201,
+    RESERVATION_VARIABLES_201, RESERVE_NOW_STATUS_201, connector_statuses_201,
 )
-
-RESERVATION_CTRLR = "ReservationCtrlr"
-
 
 def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.ReserveNow:
     return call_result.ReserveNow(status=ReserveNowStatusEnumType.rejected,
                                   status_info=StatusInfoType(reason_code=reason_code,
                                                              additional_info=why[:512]))
-
-
-# ReservationCtrlr's variables: their value from a get_state snapshot.
-RESERVATION_VARIABLES = {
-    "Available": lambda state: ocpp_boolean(True),
-    "Enabled": lambda state: ocpp_boolean(state["reservations_enabled"]),
-    "NonEvseSpecific": lambda state: ocpp_boolean(state["non_evse_specific"]),
-}
 
 
 class ReservationHandlers(ReportingMixin):
@@ -108,7 +97,7 @@ class ReservationHandlers(ReportingMixin):
 
         if component["name"] != RESERVATION_CTRLR:
             return result(GetVariableStatusEnumType.unknown_component)
-        value_of = RESERVATION_VARIABLES.get(variable["name"])
+        value_of = RESERVATION_VARIABLES_201.get(variable["name"])
         if value_of is None:
             return result(GetVariableStatusEnumType.unknown_variable)
         if attribute not in (None, AttributeEnumType.actual):
