@@ -8,6 +8,7 @@ import itertools
 import json
 from pathlib import Path
 
+import ocpp.v16.enums
 import ocpp.v201
 import pytest
 from ocpp.v201.enums import StatusInfoReasonType
@@ -15,8 +16,9 @@ from ocpp.v201.enums import StatusInfoReasonType
 from protocol.client import CommandFailed
 from protocol.ocpp.bridge import ReservationBridge
 from protocol.ocpp.mapping import (
-    CONNECTOR_STATUS_201, CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_END_201, RESERVE_NOW_STATUS_16,
-    RESERVE_NOW_STATUS_201, connector_statuses_16, connector_statuses_201,
+    CANCEL_STATUS_16, CANCEL_STATUS_201, CONNECTOR_STATUS_201, CONNECTOR_TYPE_201,
+    ERROR_REASON_201, RESERVATION_END_201, RESERVE_NOW_STATUS_16, RESERVE_NOW_STATUS_201,
+    connector_statuses_16, connector_statuses_201,
 )
 from protocol.ocpp.station import Station201
 from protocol.vocabulary import (
@@ -44,6 +46,9 @@ def test_every_actor_result_and_state_has_an_ocpp_word():
     assert set(RESERVE_NOW_STATUS_201.values()) == schema_enum("ReserveNowResponse.json",
                                                                "ReserveNowStatusEnumType")
     assert set(CONNECTOR_STATUS_201) == set(ConnectorState)
+    assert set(CANCEL_STATUS_201.values()) == schema_enum("CancelReservationResponse.json",
+                                                          "CancelReservationStatusEnumType")
+    assert set(CANCEL_STATUS_16.values()) == set(ocpp.v16.enums.CancelReservationStatus)
     assert set(RESERVATION_END_201) == {ReservationUpdateStatus.EXPIRED,
                                         ReservationUpdateStatus.REMOVED}
 

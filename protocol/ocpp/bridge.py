@@ -4,8 +4,9 @@ and which reservation ends the CSMS must hear about.
 A `ReservationBridge` lives as long as the process, across CSMS connections:
 it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
 charge point's report task polls (`follow`). Each version's mixin subclasses
-`ReportingMixin`, which turns what `follow` returns into that version's
-messages, sending a connector status only when it changed.
+`ReportingMixin`: it holds the bridge the handlers answer from, and turns
+what `follow` returns into that version's messages, sending a connector
+status only when it changed.
 """
 
 from __future__ import annotations
@@ -124,11 +125,14 @@ def now_rfc3339() -> str:
 
 
 class ReportingMixin:
-    """The report task shared by both versions' mixins: each supplies
+    """What both versions' mixins share: the bridge (a keyword argument of the
+    charge point) and the report task, for which each supplies
     `connector_statuses(state)` (key -> status, as compared for change) and
     the two senders."""
 
-    reservation_bridge: ReservationBridge
+    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reservation_bridge = reservation_bridge
 
     def connector_statuses(self, state: dict[str, Any]) -> dict[Any, Any]:
         raise NotImplementedError

@@ -67,6 +67,16 @@ ERROR_REASON_201: dict[ErrorCode, v201.StatusInfoReasonType] = {
     ErrorCode.INTERNAL: v201.StatusInfoReasonType.internal_error,
 }
 
+# CancelReservation's answer: did the actor cancel a reservation of that id?
+CANCEL_STATUS_201: dict[bool, v201.CancelReservationStatusEnumType] = {
+    True: v201.CancelReservationStatusEnumType.accepted,
+    False: v201.CancelReservationStatusEnumType.rejected,
+}
+CANCEL_STATUS_16: dict[bool, v16.CancelReservationStatus] = {
+    True: v16.CancelReservationStatus.accepted,
+    False: v16.CancelReservationStatus.rejected,
+}
+
 RESERVE_NOW_STATUS_16: dict[ReservationResult, v16.ReservationStatus] = {
     ReservationResult.ACCEPTED: v16.ReservationStatus.accepted,
     ReservationResult.FAULTED: v16.ReservationStatus.faulted,

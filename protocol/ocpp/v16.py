@@ -18,21 +18,19 @@ from typing import Any
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import KeyValue
-from ocpp.v16.enums import Action, CancelReservationStatus, ReservationStatus
+from ocpp.v16.enums import Action, ReservationStatus
 
 from ..vocabulary import ReservationUpdateStatus
-from .bridge import LOG, ReportingMixin, ReservationBridge, now_rfc3339
-from .mapping import CONFIGURATION_16, RESERVE_NOW_STATUS_16, connector_statuses_16
+from .bridge import LOG, ReportingMixin, now_rfc3339
+from .mapping import (
+    CANCEL_STATUS_16, CONFIGURATION_16, RESERVE_NOW_STATUS_16, connector_statuses_16,
+)
 
 WHOLE_STATION = 0
 
 
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v16.ChargePoint` subclass (before it in the bases)."""
-
-    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reservation_bridge = reservation_bridge
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str,
@@ -56,9 +54,7 @@ class ReservationHandlers(ReportingMixin):
     async def on_cancel_reservation(self, reservation_id: int,
                                     **_: Any) -> call_result.CancelReservation:
         cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
-        return call_result.CancelReservation(
-            status=CancelReservationStatus.accepted if cancelled
-            else CancelReservationStatus.rejected)
+        return call_result.CancelReservation(status=CANCEL_STATUS_16[cancelled])
 
     @on(Action.get_configuration)
     async def on_get_configuration(self, key: list[str] | None = None,

@@ -14,16 +14,18 @@ from ocpp.routing import on
 from ocpp.v201 import call, call_result
 from ocpp.v201.datatypes import GetVariableResultType, StatusInfoType
 from ocpp.v201.enums import (
-    Action, AttributeEnumType, CancelReservationStatusEnumType, GetVariableStatusEnumType,
-    ReserveNowStatusEnumType, StatusInfoReasonType,
+    Action, AttributeEnumType, GetVariableStatusEnumType, ReserveNowStatusEnumType,
+    StatusInfoReasonType,
 )
 
 from ..vocabulary import ReservationUpdateStatus
-from .bridge import ReportingMixin, ReservationBridge, now_rfc3339
+from .bridge import ReportingMixin, now_rfc3339
 from .mapping import (
-    CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_CTRLR, RESERVATION_END_201,
-    RESERVATION_VARIABLES_201, RESERVE_NOW_STATUS_201, connector_statuses_201,
+    CANCEL_STATUS_201, CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_CTRLR,
+    RESERVATION_END_201, RESERVATION_VARIABLES_201, RESERVE_NOW_STATUS_201,
+    connector_statuses_201,
 )
+
 
 def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.ReserveNow:
     return call_result.ReserveNow(status=ReserveNowStatusEnumType.rejected,
@@ -33,10 +35,6 @@ def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.Reserve
 
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v201.ChargePoint` subclass (before it in the bases)."""
-
-    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reservation_bridge = reservation_bridge
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict,
@@ -73,9 +71,7 @@ class ReservationHandlers(ReportingMixin):
     async def on_cancel_reservation(self, reservation_id: int,
                                     **_: Any) -> call_result.CancelReservation:
         cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
-        return call_result.CancelReservation(
-            status=CancelReservationStatusEnumType.accepted if cancelled
-            else CancelReservationStatusEnumType.rejected)
+        return call_result.CancelReservation(status=CANCEL_STATUS_201[cancelled])
 
     @on(Action.get_variables)
     async def on_get_variables(self, get_variable_data: list[dict],
