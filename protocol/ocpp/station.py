@@ -27,7 +27,7 @@ from ocpp.v16.enums import RegistrationStatus
 from ocpp.v201 import call as call201
 from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, WebSocketException
+from websockets.exceptions import WebSocketException
 
 from . import OCPP_16, OCPP_201, v16, v201
 from .bridge import LOG, ReservationBridge
@@ -105,7 +105,7 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
                                                reservation_bridge=bridge)
                 if await serve(station, version):
                     delay = FIRST_RETRY
-        except (OSError, TimeoutError, WebSocketException, InvalidHandshake) as exc:
+        except (OSError, WebSocketException) as exc:   # TimeoutError is an OSError
             LOG.warning("CSMS connection to %s ended: %s", settings.address(),
                         str(exc) or type(exc).__name__)
         except Exception:   # a bug of ours: logged, and the station carries on
