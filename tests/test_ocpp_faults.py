@@ -17,9 +17,11 @@ from ocpp.exceptions import InternalError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
+from bench.procs import ROOT
+
 from .conftest import start_actor
 from .helpers import in_future
-from .ocpp_csms import ROOT, Csms, Setup, start_bridge
+from .ocpp_csms import shown, start_setup
 from .test_security import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,31 +37,6 @@ def reserve_now(version: str, rid: int, evse_id: int | None, expiry: str):
                              reservation_id=rid)
 
 
-def shown(version: str, evses: dict[int, str]) -> dict:
-    """What the CSMS should see for these EVSEs (of two connectors each): 'Available'
-    or 'Reserved' in that version's keys and values."""
-    if version == "2.0.1":
-        return {(e, c): status for e, status in evses.items() for c in (1, 2)}
-    return {e: (status, "NoError") for e, status in evses.items()}
-
-
-def start(version: str, *actor_args: str, heartbeat: int = 300, endpoints: dict | None = None,
-          tls: ssl.SSLContext | None = None, bridge_args: tuple[str, ...] = ()) -> Setup:
-    actor = start_actor(*actor_args, **(endpoints or dict(command="tcp://127.0.0.1:*",
-                                                          update="tcp://127.0.0.1:*")))
-    csms = Csms(version, heartbeat=heartbeat, tls=tls)
-    bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
-                          "--actor-timeout", "1", *bridge_args)
-    running = Setup(actor, csms, bridge)
-    try:
-        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(shown(version, {1: "Available", 2: "Available"}))
-    except BaseException:
-        running.stop()
-        raise
-    return running
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
     """While the actor is down the CSMS gets InternalError saying so, and the
@@ -70,7 +47,7 @@ def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
     a leap second): the bridge reads them as the actor does, and carries on
     on the same connection."""
     endpoints = dict(command=f"ipc://{short_tmp}/cmd", update=f"ipc://{short_tmp}/upd")
-    setup = start(version, endpoints=endpoints)
+    setup = start_setup(version, endpoints=endpoints)
     csms = setup.csms
     try:
         soon = time.time() + 2
@@ -101,7 +78,7 @@ def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
         assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
         csms.wait_statuses(shown(version, {1: "Reserved"}))
         assert setup.bridge.process.poll() is None
-        assert len(csms.sessions) == 1, "".join(setup.bridge.log)
+        assert len(csms.sessions) == 1, setup.bridge.log()
     finally:
         setup.stop()
 
@@ -110,7 +87,7 @@ def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
 def test_csms_dropping_the_connection(version):
     """The bridge reconnects, boots again and reports every connector again,
     as it is now; it sends Heartbeat at the interval the CSMS returned."""
-    setup = start(version, heartbeat=1)
+    setup = start_setup(version, heartbeat=1)
     csms = setup.csms
     try:
         csms.wait(lambda m: m.action == "Heartbeat", what="Heartbeat")
@@ -130,7 +107,7 @@ def test_csms_dropping_the_connection(version):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_reservations_disabled_in_the_actor(version, short_tmp):
     config = write_config(short_tmp, "[reservations]\nenabled = false\nnon_evse_specific = false\n")
-    setup = start(version, "--config", config)
+    setup = start_setup(version, "--config", config)
     csms = setup.csms
     try:
         assert csms.call(reserve_now(version, 1, 1, in_future())).status == "Rejected"
@@ -156,7 +133,7 @@ def test_wss_with_a_ca_file(short_tmp):
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    setup = start("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
+    setup = start_setup("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
     try:
         assert setup.csms.url.startswith("wss://")
         assert setup.csms.call(reserve_now("2.0.1", 1, 1, in_future())).status == "Accepted"

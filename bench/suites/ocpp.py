@@ -21,17 +21,15 @@ figure's samples are each repetition's percentile of the ReserveNow times.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 
 from bench.common import Context, Figure, percentile
-from bench.procs import servers, start_actor, start_process
+from bench.procs import OCPP_CONNECTED, servers, start_actor, start_process
 from protocol.messages import format_rfc3339
 
 BRIDGE, NULL = "bridge", "null"
 PERCENTILES = ((50, "p50"), (99, "p99"))
-_CONNECTED = re.compile(r"connected to (\S+)")
 
 
 def unavailable() -> str | None:
@@ -126,9 +124,10 @@ async def _measure(ctx: Context, n: int, reps: int) -> dict[str, dict[int, list[
             started.append(await asyncio.to_thread(start_process, BRIDGE, [
                 "-m", "protocol.ocpp", "--csms", url, "--station-id", BRIDGE,
                 "--endpoint", actor.endpoints[0], "--update-endpoint", actor.endpoints[1],
-                "--log-level", "INFO"], _CONNECTED))
+                "--log-level", "INFO"], OCPP_CONNECTED))
             started.append(await asyncio.to_thread(
-                start_process, NULL, ["-m", "bench.suites.ocpp", "--null-station", url], _CONNECTED))
+                start_process, NULL, ["-m", "bench.suites.ocpp", "--null-station", url],
+                OCPP_CONNECTED))
             for event in connected.values():
                 await asyncio.wait_for(event.wait(), 30)
             for name in (BRIDGE, NULL):    # warm-up
