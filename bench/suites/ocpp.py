@@ -183,7 +183,8 @@ async def _null_station(url: str) -> None:
         print(f"connected to {url}/{NULL}", file=sys.stderr, flush=True)
         reader = asyncio.create_task(station.start())
         await station.call(call.BootNotification(
-            charging_station={"vendor_name": "bench", "model": "null"}, reason=BootReasonEnumType.power_up))
+            charging_station={"vendor_name": "bench", "model": "null"},
+            reason=BootReasonEnumType.power_up))
         await reader
 
 
