@@ -35,6 +35,8 @@ ACTOR_BOUND = re.compile(r"serving commands on (\S+), updates on (\S+)")
 ECHO_BOUND = re.compile(r"echo serving on (\S+)")
 PUB_BOUND = re.compile(r"publisher serving on (\S+), updates on (\S+)")
 FLOOR_BOUND = re.compile(r"floor serving on (\S+), updates on (\S+)")
+# An OCPP station (reservation-ocpp, the ocpp suite's null station): connected to its CSMS.
+OCPP_CONNECTED = re.compile(r"connected to (\S+)")
 
 _live: set[subprocess.Popen] = set()
 _logs: set[str] = set()

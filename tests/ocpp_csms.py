@@ -11,37 +11,37 @@ stays plain synchronous code; every wait is for a condition, with a deadline.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import ocpp.v16
 import ocpp.v201
+import pytest
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v16.enums import RegistrationStatus as Registration16
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
+from ocpp.v201.enums import RegistrationStatusEnumType as Registration201
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from bench.procs import OCPP_CONNECTED, Server, start_process
 from protocol.client import Client
 from protocol.vocabulary import ConnectorEventType, ConnectorState
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import start_actor
+from .helpers import rfc3339
+
 WAIT = 15.0   # seconds: the longest any single expected message may take
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return rfc3339(time.time())
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Central201(_Recording, ocpp.v201.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result201.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                          status="Accepted")
+                                          status=Registration201.accepted)
 
     @on(Action201.status_notification)
     def on_status_notification(self, **payload):
@@ -92,7 +92,7 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result16.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                         status="Accepted")
+                                         status=Registration16.accepted)
 
     @on(Action16.status_notification)
     def on_status_notification(self, **payload):
@@ -229,29 +229,29 @@ def status_of(version: str, payload: dict) -> tuple[Any, Any]:
     return payload["connector_id"], (payload["status"], payload["error_code"])
 
 
-@dataclass
-class RunningBridge:
-    process: subprocess.Popen
-    log: list[str]
+LOOPBACK = dict(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(10)
+
+def shown(version: str, evses: dict[int, str]) -> dict:
+    """What the CSMS should see for these EVSEs (of two connectors each): 'Available'
+    or 'Reserved' in that version's keys and values."""
+    if version == "2.0.1":
+        return {(e, c): status for e, status in evses.items() for c in (1, 2)}
+    return {e: (status, "NoError") for e, status in evses.items()}
+
+
+def all_available(version: str) -> dict:
+    return shown(version, {1: "Available", 2: "Available"})
 
 
 def start_bridge(csms: Csms, actor_command: str, actor_update: str, *args: str,
-                 station_id: str = "CS1") -> RunningBridge:
-    """`python -m protocol.ocpp` (what the `reservation-ocpp` script runs) as a process."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "protocol.ocpp", "--csms", csms.url, "--station-id", station_id,
-         "--ocpp", csms.version, "--endpoint", actor_command, "--update-endpoint", actor_update,
-         "--log-level", "INFO", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
-    return RunningBridge(process, log)
+                 station_id: str = "CS1") -> Server:
+    """`python -m protocol.ocpp` (what the `reservation-ocpp` script runs) as a
+    process, once it has connected to `csms`; it gives up on the actor after 1 s."""
+    return start_process("reservation-ocpp", [
+        "-m", "protocol.ocpp", "--csms", csms.url, "--station-id", station_id,
+        "--ocpp", csms.version, "--endpoint", actor_command, "--update-endpoint", actor_update,
+        "--actor-timeout", "1", "--log-level", "INFO", *args], OCPP_CONNECTED)
 
 
 # The connector events that bring a connector back to Available from each state.
@@ -282,17 +282,71 @@ def restore(client: Client) -> None:
 
 @dataclass
 class Setup:
-    """An actor, a CSMS and the bridge between them, as one test module shares them."""
+    """An actor, a CSMS and the bridge between them."""
     actor: Any
     csms: Csms
-    bridge: RunningBridge
+    bridge: Server
 
     def client(self) -> Client:
         return self.actor.client()
 
     def stop(self) -> None:
         try:
-            assert self.bridge.stop() == 0, "".join(self.bridge.log)
+            assert self.bridge.signal() == 0, self.bridge.log()
         finally:
+            self.bridge.close()
             self.csms.close()
             self.actor.stop()
+
+
+def start_setup(version: str, *actor_args: str, heartbeat: int = 300,
+                endpoints: dict | None = None, tls: ssl.SSLContext | None = None,
+                bridge_args: tuple[str, ...] = (), station_id: str = "CS1") -> Setup:
+    """The actor (with `actor_args`), a CSMS and the bridge, once the bridge has
+    booted and reported every connector Available."""
+    actor = start_actor(*actor_args, **(endpoints or LOOPBACK))
+    csms = Csms(version, heartbeat=heartbeat, tls=tls)
+    try:
+        bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint, *bridge_args,
+                              station_id=station_id)
+    except BaseException:
+        csms.close()
+        actor.stop()
+        raise
+    running = Setup(actor, csms, bridge)
+    try:
+        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
+        csms.wait_statuses(all_available(version))
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def module_fixtures(version: str, *bridge_args: str, password: str | None = None,
+                    station_id: str = "CS1"):
+    """A test module's `setup` (one actor, CSMS and bridge for all its tests;
+    with `password`, the bridge authenticates with it) and autouse `clean`
+    (each test leaves no reservation, nothing plugged in, every connector
+    Available as the CSMS sees): `setup, clean = module_fixtures(...)`."""
+    @pytest.fixture(scope="module")
+    def setup(tmp_path_factory):
+        args = list(bridge_args)
+        if password is not None:
+            password_file = tmp_path_factory.mktemp("ocpp") / "password"
+            password_file.write_text(password + "\n")
+            args += ["--password-file", str(password_file)]
+        running = start_setup(version, bridge_args=tuple(args), station_id=station_id)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+    @pytest.fixture(autouse=True)
+    def clean(setup):
+        yield
+        with setup.client() as client:
+            restore(client)
+        setup.csms.wait_statuses(all_available(version))
+
+    return setup, clean

@@ -10,15 +10,18 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from ocpp.exceptions import InternalError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
+from bench.procs import ROOT
+
 from .conftest import start_actor
 from .helpers import in_future
-from .ocpp_csms import ROOT, Csms, Setup, start_bridge
+from .ocpp_csms import shown, start_setup
 from .test_security import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,44 +37,23 @@ def reserve_now(version: str, rid: int, evse_id: int | None, expiry: str):
                              reservation_id=rid)
 
 
-def shown(version: str, evses: dict[int, str]) -> dict:
-    """What the CSMS should see for these EVSEs (of two connectors each): 'Available'
-    or 'Reserved' in that version's keys and values."""
-    if version == "2.0.1":
-        return {(e, c): status for e, status in evses.items() for c in (1, 2)}
-    return {e: (status, "NoError") for e, status in evses.items()}
-
-
-def start(version: str, *actor_args: str, heartbeat: int = 300, endpoints: dict | None = None,
-          tls: ssl.SSLContext | None = None, bridge_args: tuple[str, ...] = ()) -> Setup:
-    actor = start_actor(*actor_args, **(endpoints or dict(command="tcp://127.0.0.1:*",
-                                                          update="tcp://127.0.0.1:*")))
-    csms = Csms(version, heartbeat=heartbeat, tls=tls)
-    bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
-                          "--actor-timeout", "1", *bridge_args)
-    running = Setup(actor, csms, bridge)
-    try:
-        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(shown(version, {1: "Available", 2: "Available"}))
-    except BaseException:
-        running.stop()
-        raise
-    return running
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
     """While the actor is down the CSMS gets InternalError saying so, and the
     request it sent never takes effect; when the actor is back (empty: a
     ':memory:' store) the bridge resynchronises by itself and tells the CSMS
-    what vanished: Expired if its time had passed, else Removed."""
+    what vanished: Expired if its time had passed, else Removed. The expiries
+    are spelt as the actor accepts them and datetime does not (a lowercase z,
+    a leap second): the bridge reads them as the actor does, and carries on
+    on the same connection."""
     endpoints = dict(command=f"ipc://{short_tmp}/cmd", update=f"ipc://{short_tmp}/upd")
-    setup = start(version, endpoints=endpoints)
+    setup = start_setup(version, endpoints=endpoints)
     csms = setup.csms
     try:
         soon = time.time() + 2
-        assert csms.call(reserve_now(version, 1, 1, in_future())).status == "Accepted"
-        assert csms.call(reserve_now(version, 2, 2, in_future(2))).status == "Accepted"
+        leap_second = "2030-12-31T23:59:60z"
+        assert csms.call(reserve_now(version, 1, 1, leap_second)).status == "Accepted"
+        assert csms.call(reserve_now(version, 2, 2, in_future(2).lower())).status == "Accepted"
         csms.wait_statuses(shown(version, {1: "Reserved", 2: "Reserved"}))
         mark = csms.mark()
         setup.actor.stop()
@@ -96,6 +78,7 @@ def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
         assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
         csms.wait_statuses(shown(version, {1: "Reserved"}))
         assert setup.bridge.process.poll() is None
+        assert len(csms.sessions) == 1, setup.bridge.log()
     finally:
         setup.stop()
 
@@ -104,7 +87,7 @@ def test_actor_stopped_and_restarted_under_the_bridge(version, short_tmp):
 def test_csms_dropping_the_connection(version):
     """The bridge reconnects, boots again and reports every connector again,
     as it is now; it sends Heartbeat at the interval the CSMS returned."""
-    setup = start(version, heartbeat=1)
+    setup = start_setup(version, heartbeat=1)
     csms = setup.csms
     try:
         csms.wait(lambda m: m.action == "Heartbeat", what="Heartbeat")
@@ -124,7 +107,7 @@ def test_csms_dropping_the_connection(version):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_reservations_disabled_in_the_actor(version, short_tmp):
     config = write_config(short_tmp, "[reservations]\nenabled = false\nnon_evse_specific = false\n")
-    setup = start(version, "--config", config)
+    setup = start_setup(version, "--config", config)
     csms = setup.csms
     try:
         assert csms.call(reserve_now(version, 1, 1, in_future())).status == "Rejected"
@@ -150,12 +133,26 @@ def test_wss_with_a_ca_file(short_tmp):
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    setup = start("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
+    setup = start_setup("2.0.1", tls=tls, bridge_args=("--ca-file", cert))
     try:
         assert setup.csms.url.startswith("wss://")
         assert setup.csms.call(reserve_now("2.0.1", 1, 1, in_future())).status == "Accepted"
     finally:
         setup.stop()
+
+
+SCRIPT = Path(sys.executable).with_name("reservation-ocpp")
+
+
+def refused(args: list[str], env: dict | None = None) -> str:
+    """Run the console script on an operator mistake: exit status 2 and one
+    line on stderr (returned), no traceback."""
+    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=30, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -164,10 +161,20 @@ def test_wss_with_a_ca_file(short_tmp):
      "/nonexistent/pw"),
     (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--ca-file", "ca.pem"], "wss://"),
     (["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--server-key", "k"], "--client-key"),
-])
+    (["--csms", "wss://127.0.0.1:1", "--station-id", "X", "--ca-file", "pyproject.toml"],
+     "pyproject.toml"),
+] + [(["--csms", "ws://127.0.0.1:1", "--station-id", "X", "--actor-timeout", seconds],
+      "--actor-timeout") for seconds in ("nan", "inf", "0", "-1")])
 def test_operator_mistakes_are_one_line_and_exit_2(args, message):
-    done = subprocess.run([sys.executable, "-m", "protocol.ocpp", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=30)
-    assert done.returncode == 2
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert message in refused(args)
+
+
+def test_without_the_ocpp_extra_says_how_to_install_it(tmp_path):
+    # What importing a package that is not installed raises, on a path
+    # searched before the installed one.
+    (tmp_path / "ocpp").mkdir()
+    (tmp_path / "ocpp" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ocpp'\", name='ocpp')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    assert refused(["--csms", "ws://127.0.0.1:1", "--station-id", "X"], env) == (
+        "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'\n")

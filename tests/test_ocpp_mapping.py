@@ -8,17 +8,21 @@ import itertools
 import json
 from pathlib import Path
 
+import ocpp.v16.enums
 import ocpp.v201
 import pytest
+from ocpp.v201.enums import StatusInfoReasonType
 
+from protocol.client import CommandFailed
 from protocol.ocpp.bridge import ReservationBridge
 from protocol.ocpp.mapping import (
-    CONNECTOR_STATUS_201, CONNECTOR_TYPE_201, RESERVATION_END_201, RESERVE_NOW_STATUS_16,
-    RESERVE_NOW_STATUS_201, connector_statuses_16, connector_statuses_201,
+    CANCEL_STATUS_16, CANCEL_STATUS_201, CONNECTOR_STATUS_201, CONNECTOR_TYPE_201,
+    ERROR_REASON_201, RESERVATION_END_201, RESERVE_NOW_STATUS_16, RESERVE_NOW_STATUS_201,
+    connector_statuses_16, connector_statuses_201,
 )
 from protocol.ocpp.station import Station201
 from protocol.vocabulary import (
-    ConnectorState, ConnectorType, ReservationResult, ReservationUpdateStatus,
+    ConnectorState, ConnectorType, ErrorCode, ReservationResult, ReservationUpdateStatus,
 )
 
 SCHEMAS = Path(ocpp.v201.__file__).parent / "schemas"
@@ -42,6 +46,9 @@ def test_every_actor_result_and_state_has_an_ocpp_word():
     assert set(RESERVE_NOW_STATUS_201.values()) == schema_enum("ReserveNowResponse.json",
                                                                "ReserveNowStatusEnumType")
     assert set(CONNECTOR_STATUS_201) == set(ConnectorState)
+    assert set(CANCEL_STATUS_201.values()) == schema_enum("CancelReservationResponse.json",
+                                                          "CancelReservationStatusEnumType")
+    assert set(CANCEL_STATUS_16.values()) == set(ocpp.v16.enums.CancelReservationStatus)
     assert set(RESERVATION_END_201) == {ReservationUpdateStatus.EXPIRED,
                                         ReservationUpdateStatus.REMOVED}
 
@@ -83,16 +90,45 @@ def test_status_rules(station):
     assert error == ("OtherError" if expected == "Faulted" else "NoError")
 
 
+def reserve_now_answer(refusal: CommandFailed | None = None, **request):
+    """What the 2.0.1 handlers answer a ReserveNow for EVSE-less `request`,
+    with the actor (not running) refusing it with `refusal`."""
+    bridge = ReservationBridge("tcp://127.0.0.1:9", "tcp://127.0.0.1:9", timeout=0.1)
+    station = Station201("CS", None, reservation_bridge=bridge)
+
+    async def refuse(**_):
+        raise refusal
+
+    if refusal is not None:
+        bridge.client.reserve_now = refuse
+    try:
+        return asyncio.run(station.on_reserve_now(
+            id=1, expiry_date_time="2030-01-01T00:00:00Z",
+            id_token={"id_token": "A", "type": "Central"}, **request))
+    finally:
+        bridge.close()
+
+
 def test_a_connector_type_without_mapping_is_rejected_before_the_actor():
     """A 2.0.1 CSMS cannot send one (the schema has none), but a library whose
     enum grows must not hand the actor a word it does not know."""
-    bridge = ReservationBridge("tcp://127.0.0.1:9", "tcp://127.0.0.1:9", timeout=0.1)
-    station = Station201("CS", None, reservation_bridge=bridge)
-    try:
-        response = asyncio.run(station.on_reserve_now(
-            id=1, expiry_date_time="2030-01-01T00:00:00Z",
-            id_token={"id_token": "A", "type": "Central"}, connector_type="cChaoJi"))
-    finally:
-        bridge.close()
+    response = reserve_now_answer(connector_type="cChaoJi")
     assert response.status == "Rejected"
-    assert response.status_info.reason_code == "UnsupportedType"
+    assert response.status_info.reason_code == "UnknownConnectorType"
+
+
+@pytest.mark.parametrize("code, reason", [
+    (ErrorCode.INVALID_ARGUMENT, "InvalidValue"),
+    (ErrorCode.STORE_FAILED, "OutOfStorage"),
+    (ErrorCode.INTERNAL, "InternalError"),
+])
+def test_an_actor_error_is_rejected_with_the_closest_reason(code, reason):
+    response = reserve_now_answer(CommandFailed(code, "what the actor said"))
+    assert response.status == "Rejected"
+    assert response.status_info.reason_code == reason
+    assert response.status_info.additional_info == f"{code}: what the actor said"
+
+
+def test_every_actor_error_has_a_2_0_1_reason():
+    assert set(ERROR_REASON_201) == set(ErrorCode)
+    assert set(ERROR_REASON_201.values()) <= set(StatusInfoReasonType)

@@ -12,9 +12,8 @@ from ocpp.v16 import call
 
 from protocol.vocabulary import ConnectorEventType
 
-from .conftest import start_actor
 from .helpers import in_future, rfc3339
-from .ocpp_csms import Csms, Setup, restore, start_bridge
+from .ocpp_csms import module_fixtures, restore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,27 +22,7 @@ RESERVED = ("Reserved", "NoError")
 ALL_AVAILABLE = {1: AVAILABLE, 2: AVAILABLE}
 
 
-@pytest.fixture(scope="module")
-def setup():
-    actor = start_actor(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
-    csms = Csms("1.6")
-    bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
-                          "--actor-timeout", "1", station_id="CP 16")
-    running = Setup(actor, csms, bridge)
-    try:
-        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(ALL_AVAILABLE)
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(setup):
-    yield
-    with setup.client() as client:
-        restore(client)
-    setup.csms.wait_statuses(ALL_AVAILABLE)
+setup, clean = module_fixtures("1.6", station_id="CP 16")
 
 
 def reserve(setup, rid: int, connector_id: int, expiry: str | None = None,

@@ -15,9 +15,8 @@ from ocpp.v201 import call
 
 from protocol.vocabulary import ConnectorEventType
 
-from .conftest import start_actor
 from .helpers import in_future, rfc3339
-from .ocpp_csms import Csms, Setup, restore, start_bridge
+from .ocpp_csms import module_fixtures, restore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,29 +24,7 @@ ALL_AVAILABLE = {(e, c): "Available" for e in (1, 2) for c in (1, 2)}
 PASSWORD = "s3cret-for-CS1"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    password_file = tmp_path_factory.mktemp("ocpp") / "password"
-    password_file.write_text(PASSWORD + "\n")
-    actor = start_actor(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
-    csms = Csms("2.0.1")
-    bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint,
-                          "--password-file", str(password_file), "--actor-timeout", "1")
-    running = Setup(actor, csms, bridge)
-    try:
-        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(ALL_AVAILABLE)
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(setup):
-    yield
-    with setup.client() as client:
-        restore(client)
-    setup.csms.wait_statuses(ALL_AVAILABLE)
+setup, clean = module_fixtures("2.0.1", password=PASSWORD)
 
 
 def token(value: str) -> dict:
@@ -109,7 +86,7 @@ def test_evse_specific_results(setup):
 
 
 @pytest.mark.parametrize("evse_id, connector_type, reason", [
-    (0, None, "InvalidValue"),
+    (0, None, "ValueZeroNotAllowed"),
     (7, None, "UnknownEvse"),
 ])
 def test_what_the_station_cannot_map_is_rejected_with_a_reason(setup, evse_id, connector_type,
@@ -125,6 +102,7 @@ def test_what_the_station_cannot_map_is_rejected_with_a_reason(setup, evse_id, c
 def test_an_expiry_the_actor_cannot_read_is_rejected_with_its_message(setup):
     response = reserve(setup, 9, evse_id=1, expiry="2030-01-01 12:00")
     assert response.status == "Rejected"
+    assert response.status_info["reason_code"] == "InvalidValue"
     assert "expiry_time" in response.status_info["additional_info"]
 
 

@@ -21,17 +21,15 @@ figure's samples are each repetition's percentile of the ReserveNow times.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 
 from bench.common import Context, Figure, percentile
-from bench.procs import servers, start_actor, start_process
+from bench.procs import OCPP_CONNECTED, servers, start_actor, start_process
+from protocol.messages import format_rfc3339
 
 BRIDGE, NULL = "bridge", "null"
 PERCENTILES = ((50, "p50"), (99, "p99"))
-_CONNECTED = re.compile(r"connected to (\S+)")
 
 
 def unavailable() -> str | None:
@@ -44,11 +42,11 @@ def unavailable() -> str | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return format_rfc3339(time.time(), "auto")
 
 
 def _expiry() -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    return format_rfc3339(time.time() + 86400, "auto")
 
 
 def _central_class():
@@ -56,7 +54,7 @@ def _central_class():
     import ocpp.v201
     from ocpp.routing import on
     from ocpp.v201 import call_result
-    from ocpp.v201.enums import Action
+    from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
     class Central(ocpp.v201.ChargePoint):
         booted: asyncio.Event
@@ -65,7 +63,7 @@ def _central_class():
         def on_boot_notification(self, **_):
             self.booted.set()
             return call_result.BootNotification(current_time=_now(), interval=300,
-                                                status="Accepted")
+                                                status=RegistrationStatusEnumType.accepted)
 
         @on(Action.status_notification)
         def on_status_notification(self, **_):
@@ -81,6 +79,7 @@ def _central_class():
 async def _pairs(central, first_id: int, n: int) -> list[float]:
     """n ReserveNow/CancelReservation pairs; the ReserveNow round trips (us)."""
     from ocpp.v201 import call
+    from ocpp.v201.enums import CancelReservationStatusEnumType, ReserveNowStatusEnumType
     times = []
     expiry = _expiry()
     clock = time.perf_counter_ns
@@ -91,7 +90,8 @@ async def _pairs(central, first_id: int, n: int) -> list[float]:
             id_token={"id_token": "BENCH", "type": "Central"}))
         times.append((clock() - start) / 1000)
         cancelled = await central.call(call.CancelReservation(reservation_id=rid))
-        if reserved.status != "Accepted" or cancelled.status != "Accepted":
+        if (reserved.status != ReserveNowStatusEnumType.accepted
+                or cancelled.status != CancelReservationStatusEnumType.accepted):
             raise RuntimeError(f"reservation {rid}: {reserved.status}, {cancelled.status}")
     return times
 
@@ -124,9 +124,10 @@ async def _measure(ctx: Context, n: int, reps: int) -> dict[str, dict[int, list[
             started.append(await asyncio.to_thread(start_process, BRIDGE, [
                 "-m", "protocol.ocpp", "--csms", url, "--station-id", BRIDGE,
                 "--endpoint", actor.endpoints[0], "--update-endpoint", actor.endpoints[1],
-                "--log-level", "INFO"], _CONNECTED))
+                "--log-level", "INFO"], OCPP_CONNECTED))
             started.append(await asyncio.to_thread(
-                start_process, NULL, ["-m", "bench.suites.ocpp", "--null-station", url], _CONNECTED))
+                start_process, NULL, ["-m", "bench.suites.ocpp", "--null-station", url],
+                OCPP_CONNECTED))
             for event in connected.values():
                 await asyncio.wait_for(event.wait(), 30)
             for name in (BRIDGE, NULL):    # warm-up
@@ -162,24 +163,28 @@ async def _null_station(url: str) -> None:
     import ocpp.v201
     from ocpp.routing import on
     from ocpp.v201 import call, call_result
-    from ocpp.v201.enums import Action
+    from ocpp.v201.enums import (
+        Action, BootReasonEnumType, CancelReservationStatusEnumType, ReserveNowStatusEnumType,
+    )
     from websockets.asyncio.client import connect
 
     class NullStation(ocpp.v201.ChargePoint):
         @on(Action.reserve_now)
         def on_reserve_now(self, **_):
-            return call_result.ReserveNow(status="Accepted")
+            return call_result.ReserveNow(status=ReserveNowStatusEnumType.accepted)
 
         @on(Action.cancel_reservation)
         def on_cancel_reservation(self, **_):
-            return call_result.CancelReservation(status="Accepted")
+            return call_result.CancelReservation(
+                status=CancelReservationStatusEnumType.accepted)
 
     async with connect(f"{url}/{NULL}", subprotocols=["ocpp2.0.1"]) as websocket:
         station = NullStation(NULL, websocket)
         print(f"connected to {url}/{NULL}", file=sys.stderr, flush=True)
         reader = asyncio.create_task(station.start())
         await station.call(call.BootNotification(
-            charging_station={"vendor_name": "bench", "model": "null"}, reason="PowerUp"))
+            charging_station={"vendor_name": "bench", "model": "null"},
+            reason=BootReasonEnumType.power_up))
         await reader
 
 

@@ -4,21 +4,22 @@ and which reservation ends the CSMS must hear about.
 A `ReservationBridge` lives as long as the process, across CSMS connections:
 it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
 charge point's report task polls (`follow`). Each version's mixin subclasses
-`ReportingMixin`, which turns what `follow` returns into that version's
-messages, sending a connector status only when it changed.
+`ReportingMixin`: it holds the bridge the handlers answer from, and turns
+what `follow` returns into that version's messages, sending a connector
+status only when it changed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from ocpp.exceptions import InternalError, OCPPError
 
 from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
+from ..messages import format_rfc3339, parse_rfc3339
 from ..vocabulary import ReservationResult, ReservationUpdateStatus, Topic
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT
@@ -55,16 +56,16 @@ class ReservationBridge:
 
     # -- what the handlers ask -----------------------------------------------------------
 
-    async def reserve_now(self, **request: Any) -> tuple[ReservationResult, str | None]:
-        """The actor's result, and why when it refused the request itself
-        (an invalid argument is Rejected, with the actor's message)."""
+    async def reserve_now(self, **request: Any) -> tuple[ReservationResult, CommandFailed | None]:
+        """The actor's result; Rejected with the actor's error reply when it
+        refused the request itself (an invalid argument, a store failure)."""
         try:
             result = ReservationResult(await self.client.reserve_now(**request))
         except TimeoutError:
             raise service_unavailable(self.timeout) from None
         except CommandFailed as failed:
             LOG.warning("reserve_now %s refused: %s", request.get("reservation_id"), failed)
-            return ReservationResult.REJECTED, f"{failed.code}: {failed.message}"
+            return ReservationResult.REJECTED, failed
         if result == ReservationResult.ACCEPTED:
             self._cancelled.discard(request["reservation_id"])
         return result, None
@@ -112,7 +113,7 @@ class ReservationBridge:
         now = time.time()
         for rid, expiry in self._known.items():
             if rid not in current and rid not in streamed and rid not in self._cancelled:
-                ended.append((rid, ReservationUpdateStatus.EXPIRED if _epoch(expiry) <= now
+                ended.append((rid, ReservationUpdateStatus.EXPIRED if parse_rfc3339(expiry) <= now
                               else ReservationUpdateStatus.REMOVED))
         self._cancelled &= current.keys()
         self._known = current
@@ -120,19 +121,18 @@ class ReservationBridge:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339).timestamp()
+    return format_rfc3339(time.time())
 
 
 class ReportingMixin:
-    """The report task shared by both versions' mixins: each supplies
+    """What both versions' mixins share: the bridge (a keyword argument of the
+    charge point) and the report task, for which each supplies
     `connector_statuses(state)` (key -> status, as compared for change) and
     the two senders."""
 
-    reservation_bridge: ReservationBridge
+    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reservation_bridge = reservation_bridge
 
     def connector_statuses(self, state: dict[str, Any]) -> dict[Any, Any]:
         raise NotImplementedError

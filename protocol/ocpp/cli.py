@@ -1,9 +1,10 @@
 """`reservation-ocpp`: the reservation actor behind a CSMS, as an OCPP charge point.
 
 Exit status: 0 when stopped by SIGTERM or SIGINT, 2 for a mistake in the
-command line or a file it names (one line on stderr). Losing the CSMS or the
-actor is not an exit: it reconnects, and answers the CSMS that the
-reservation service is unavailable while the actor does not answer.
+command line or a file it names, or without the `ocpp` extra installed (one
+line on stderr). Losing the CSMS or the actor is not an exit: it reconnects,
+and answers the CSMS that the reservation service is unavailable while the
+actor does not answer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
+import ssl
 import sys
 
 import zmq
@@ -20,10 +23,28 @@ from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
 
 EXIT_USAGE = 2
+NEEDS_EXTRA = "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'"
+_EXTRA_MODULES = frozenset({"ocpp", "websockets"})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # An operator mistake is one line; --help shows the usage.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:   # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds, more than 0 and finite, got {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reservation-ocpp",
         description="Connect to a CSMS as an OCPP charge point whose reservations "
                     "(ReserveNow, CancelReservation) the reservation actor decides.")
@@ -42,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HTTP Basic auth password for the CSMS (security profile 1)")
     parser.add_argument("--ca-file", metavar="F",
                         help="CA certificates that sign the CSMS's TLS certificate (wss://)")
-    parser.add_argument("--actor-timeout", type=float, default=DEFAULT_ACTOR_TIMEOUT, metavar="S",
+    parser.add_argument("--actor-timeout", type=_seconds, default=DEFAULT_ACTOR_TIMEOUT,
+                        metavar="S",
                         help=f"seconds to wait for the actor (default {DEFAULT_ACTOR_TIMEOUT:g})")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -51,8 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--csms must be a ws:// or wss:// URL, got {args.csms!r}")
     if args.ca_file and not args.csms.startswith("wss://"):
         parser.error("--ca-file needs a wss:// CSMS URL")
-    if args.actor_timeout <= 0:
-        parser.error("--actor-timeout must be positive")
     if (args.server_key is None) != (args.client_key is None):
         parser.error("CURVE needs both --server-key and --client-key")
     return args
@@ -66,13 +86,28 @@ def read_password(path: str) -> str:
     return password
 
 
+def ca_context(path: str) -> ssl.SSLContext:
+    """What the CSMS's certificate is checked against: the CA certificates in `path`."""
+    open(path, "rb").close()   # a missing file is an OSError that names it
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ValueError(f"--ca-file {path}: no PEM CA certificate in it ({exc.reason})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .bridge import ReservationBridge   # the ocpp library: only once the arguments are good
-    from websockets.exceptions import InvalidURI
-    from websockets.uri import parse_uri
+    try:   # the ocpp library: only once the arguments are good
+        from websockets.exceptions import InvalidURI
+        from websockets.uri import parse_uri
 
-    from .station import CsmsSettings
+        from .bridge import ReservationBridge
+        from .station import CsmsSettings
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _EXTRA_MODULES:
+            raise
+        print(NEEDS_EXTRA, file=sys.stderr)
+        return EXIT_USAGE
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                                        else logging.WARNING)
     try:
         password = read_password(args.password_file) if args.password_file else None
-        if args.ca_file:
-            open(args.ca_file, "rb").close()
-        settings = CsmsSettings(args.csms, args.station_id, args.ocpp, password, args.ca_file)
+        tls = ca_context(args.ca_file) if args.ca_file else None
+        settings = CsmsSettings(args.csms, args.station_id, args.ocpp, password, tls)
         parse_uri(settings.address())
         bridge = ReservationBridge(args.endpoint, args.update_endpoint, timeout=args.actor_timeout,
                                    server_key=args.server_key, client_key=args.client_key)

@@ -14,10 +14,14 @@ from typing import Any, Callable
 from ocpp.v16 import enums as v16
 from ocpp.v201 import enums as v201
 
-from ..vocabulary import ConnectorState, ConnectorType, ReservationResult, ReservationUpdateStatus
+from ..vocabulary import (
+    ConnectorState, ConnectorType, ErrorCode, ReservationResult, ReservationUpdateStatus,
+)
 
-# OCPP 2.0.1 ConnectorEnumType -> the actor's ConnectorType. cChaoJi, cGBT and
-# OppCharge have no EVerest type (a ReserveNow for them is Rejected); the
+# OCPP 2.0.1 ConnectorEnumType -> the actor's ConnectorType. The library's enum
+# also has cChaoJi, cGBT and OppCharge (no EVerest type), but the 2.0.1
+# ReserveNow schema does not list them: the library answers a ReserveNow
+# carrying one with a FormatViolation CallError before any handler runs. The
 # actor's cMCS has no 2.0.1 spelling (no CSMS can ask for it).
 CONNECTOR_TYPE_201: dict[str, ConnectorType] = {
     v201.ConnectorEnumType.c_ccs1: ConnectorType.cCCS1,
@@ -52,6 +56,27 @@ RESERVE_NOW_STATUS_201: dict[ReservationResult, v201.ReserveNowStatusEnumType] =
     ReservationResult.UNAVAILABLE: v201.ReserveNowStatusEnumType.unavailable,
 }
 
+# Why a 2.0.1 ReserveNow is Rejected when the actor answered it with an error
+# reply (statusInfo.reasonCode; its message goes in additionalInfo). A bad
+# request or an unknown command is the bridge's own fault, not the CSMS's.
+ERROR_REASON_201: dict[ErrorCode, v201.StatusInfoReasonType] = {
+    ErrorCode.BAD_REQUEST: v201.StatusInfoReasonType.internal_error,
+    ErrorCode.UNKNOWN_COMMAND: v201.StatusInfoReasonType.internal_error,
+    ErrorCode.INVALID_ARGUMENT: v201.StatusInfoReasonType.invalid_value,
+    ErrorCode.STORE_FAILED: v201.StatusInfoReasonType.out_of_storage,
+    ErrorCode.INTERNAL: v201.StatusInfoReasonType.internal_error,
+}
+
+# CancelReservation's answer: did the actor cancel a reservation of that id?
+CANCEL_STATUS_201: dict[bool, v201.CancelReservationStatusEnumType] = {
+    True: v201.CancelReservationStatusEnumType.accepted,
+    False: v201.CancelReservationStatusEnumType.rejected,
+}
+CANCEL_STATUS_16: dict[bool, v16.CancelReservationStatus] = {
+    True: v16.CancelReservationStatus.accepted,
+    False: v16.CancelReservationStatus.rejected,
+}
+
 RESERVE_NOW_STATUS_16: dict[ReservationResult, v16.ReservationStatus] = {
     ReservationResult.ACCEPTED: v16.ReservationStatus.accepted,
     ReservationResult.FAULTED: v16.ReservationStatus.faulted,
@@ -68,6 +93,30 @@ RESERVATION_END_201: dict[ReservationUpdateStatus, v201.ReservationUpdateStatusE
     ReservationUpdateStatus.REMOVED: v201.ReservationUpdateStatusEnumType.removed,
 }
 
+def ocpp_boolean(value: bool) -> str:
+    """How a configuration value that is a boolean is written (both versions)."""
+    return "true" if value else "false"
+
+
+# The 2.0.1 device-model component answered, and its variables (Actual
+# attribute, read-only), each from a get_state snapshot.
+RESERVATION_CTRLR = v201.ControllerComponentName.reservation_ctrlr
+RESERVATION_VARIABLES_201: dict[str, Callable[[dict[str, Any]], str]] = {
+    v201.ReservationCtrlrVariableName.available: lambda state: ocpp_boolean(True),
+    v201.ReservationCtrlrVariableName.enabled:
+        lambda state: ocpp_boolean(state["reservations_enabled"]),
+    v201.ReservationCtrlrVariableName.non_evse_specific:
+        lambda state: ocpp_boolean(state["non_evse_specific"]),
+}
+
+# The 1.6 configuration keys answered (all read-only), each from a get_state
+# snapshot. The library has no enum for the feature profiles.
+CONFIGURATION_16: dict[str, Callable[[dict[str, Any]], str]] = {
+    v16.ConfigurationKey.reserve_connector_zero_supported:
+        lambda state: ocpp_boolean(state["non_evse_specific"]),
+    v16.ConfigurationKey.supported_feature_profiles: lambda state: "Core,Reservation",
+}
+
 CONNECTOR_STATUS_201: dict[ConnectorState, v201.ConnectorStatusEnumType] = {
     ConnectorState.AVAILABLE: v201.ConnectorStatusEnumType.available,
     ConnectorState.OCCUPIED: v201.ConnectorStatusEnumType.occupied,
@@ -76,11 +125,6 @@ CONNECTOR_STATUS_201: dict[ConnectorState, v201.ConnectorStatusEnumType] = {
     ConnectorState.UNAVAILABLE_FAULTED: v201.ConnectorStatusEnumType.faulted,
     ConnectorState.FAULTED_OCCUPIED: v201.ConnectorStatusEnumType.faulted,
 }
-
-
-def ocpp_boolean(value: bool) -> str:
-    """How a configuration value that is a boolean is written (both versions)."""
-    return "true" if value else "false"
 
 
 def connector_statuses_201(state: dict[str, Any]) -> dict[tuple[int, int], str]:

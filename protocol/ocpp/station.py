@@ -27,7 +27,7 @@ from ocpp.v16.enums import RegistrationStatus
 from ocpp.v201 import call as call201
 from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, WebSocketException
+from websockets.exceptions import WebSocketException
 
 from . import OCPP_16, OCPP_201, v16, v201
 from .bridge import LOG, ReservationBridge
@@ -74,16 +74,11 @@ class CsmsSettings:
     station_id: str
     version: str = OCPP_201
     password: str | None = None   # OCPP security profile 1: HTTP Basic, user = station id
-    ca_file: str | None = None    # profile 2: the CSMS's certificate is checked against it
+    # Profile 2: what the CSMS's certificate is checked against (wss://; None: the system's CAs).
+    tls: ssl.SSLContext | None = None
 
     def address(self) -> str:
         return f"{self.url.rstrip('/')}/{quote(self.station_id, safe='')}"
-
-
-def tls_context(settings: CsmsSettings) -> ssl.SSLContext | None:
-    if not settings.url.startswith("wss://"):
-        return None
-    return ssl.create_default_context(cafile=settings.ca_file)
 
 
 def auth_headers(settings: CsmsSettings) -> dict[str, str]:
@@ -101,7 +96,7 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
         try:
             async with connect(settings.address(), subprotocols=[version.subprotocol],
                                additional_headers=auth_headers(settings),
-                               ssl=tls_context(settings), open_timeout=10) as websocket:
+                               ssl=settings.tls, open_timeout=10) as websocket:
                 if websocket.subprotocol != version.subprotocol:
                     raise ConnectionError(f"the CSMS did not accept subprotocol "
                                           f"{version.subprotocol}")
@@ -110,7 +105,7 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
                                                reservation_bridge=bridge)
                 if await serve(station, version):
                     delay = FIRST_RETRY
-        except (OSError, TimeoutError, WebSocketException, InvalidHandshake) as exc:
+        except (OSError, WebSocketException) as exc:   # TimeoutError is an OSError
             LOG.warning("CSMS connection to %s ended: %s", settings.address(),
                         str(exc) or type(exc).__name__)
         except Exception:   # a bug of ours: logged, and the station carries on

@@ -18,28 +18,19 @@ from typing import Any
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import KeyValue
-from ocpp.v16.enums import Action, CancelReservationStatus, ReservationStatus
+from ocpp.v16.enums import Action, ReservationStatus
 
 from ..vocabulary import ReservationUpdateStatus
-from .bridge import LOG, ReportingMixin, ReservationBridge, now_rfc3339
-from .mapping import RESERVE_NOW_STATUS_16, connector_statuses_16, ocpp_boolean
+from .bridge import LOG, ReportingMixin, now_rfc3339
+from .mapping import (
+    CANCEL_STATUS_16, CONFIGURATION_16, RESERVE_NOW_STATUS_16, connector_statuses_16,
+)
 
 WHOLE_STATION = 0
 
 
-# The configuration keys answered, each from a get_state snapshot; all read-only.
-CONFIGURATION = {
-    "ReserveConnectorZeroSupported": lambda state: ocpp_boolean(state["non_evse_specific"]),
-    "SupportedFeatureProfiles": lambda state: "Core,Reservation",
-}
-
-
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v16.ChargePoint` subclass (before it in the bases)."""
-
-    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reservation_bridge = reservation_bridge
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str,
@@ -56,27 +47,26 @@ class ReservationHandlers(ReportingMixin):
             request["evse_id"] = connector_id
         if parent_id_tag is not None:
             request["parent_id_token"] = parent_id_tag
-        result, _why = await self.reservation_bridge.reserve_now(**request)
+        result, _refusal = await self.reservation_bridge.reserve_now(**request)
         return call_result.ReserveNow(status=RESERVE_NOW_STATUS_16[result])
 
     @on(Action.cancel_reservation)
     async def on_cancel_reservation(self, reservation_id: int,
                                     **_: Any) -> call_result.CancelReservation:
         cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
-        return call_result.CancelReservation(
-            status=CancelReservationStatus.accepted if cancelled
-            else CancelReservationStatus.rejected)
+        return call_result.CancelReservation(status=CANCEL_STATUS_16[cancelled])
 
     @on(Action.get_configuration)
     async def on_get_configuration(self, key: list[str] | None = None,
                                    **_: Any) -> call_result.GetConfiguration:
-        wanted = list(CONFIGURATION) if not key else key
-        known = [name for name in wanted if name in CONFIGURATION]
+        wanted = list(CONFIGURATION_16) if not key else key
+        known = [name for name in wanted if name in CONFIGURATION_16]
         state = await self.reservation_bridge.snapshot() if known else None
         return call_result.GetConfiguration(
-            configuration_key=[KeyValue(key=name, readonly=True, value=CONFIGURATION[name](state))
-                               for name in known] or None,
-            unknown_key=[name for name in wanted if name not in CONFIGURATION] or None)
+            configuration_key=[
+                KeyValue(key=name, readonly=True, value=CONFIGURATION_16[name](state))
+                for name in known] or None,
+            unknown_key=[name for name in wanted if name not in CONFIGURATION_16] or None)
 
     # -- what the report task sends -------------------------------------------------------
 

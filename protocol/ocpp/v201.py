@@ -14,40 +14,27 @@ from ocpp.routing import on
 from ocpp.v201 import call, call_result
 from ocpp.v201.datatypes import GetVariableResultType, StatusInfoType
 from ocpp.v201.enums import (
-    Action, AttributeEnumType, CancelReservationStatusEnumType, GetVariableStatusEnumType,
-    ReserveNowStatusEnumType,
+    Action, AttributeEnumType, GetVariableStatusEnumType, ReserveNowStatusEnumType,
+    StatusInfoReasonType,
 )
 
 from ..vocabulary import ReservationUpdateStatus
-from .bridge import ReportingMixin, ReservationBridge, now_rfc3339
+from .bridge import ReportingMixin, now_rfc3339
 from .mapping import (
-    CONNECTOR_TYPE_201, RESERVATION_END_201, RESERVE_NOW_STATUS_201, connector_statuses_201,
-    ocpp_boolean,
+    CANCEL_STATUS_201, CONNECTOR_TYPE_201, ERROR_REASON_201, RESERVATION_CTRLR,
+    RESERVATION_END_201, RESERVATION_VARIABLES_201, RESERVE_NOW_STATUS_201,
+    connector_statuses_201,
 )
 
-RESERVATION_CTRLR = "ReservationCtrlr"
 
-
-def rejected(reason_code: str, why: str) -> call_result.ReserveNow:
+def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.ReserveNow:
     return call_result.ReserveNow(status=ReserveNowStatusEnumType.rejected,
                                   status_info=StatusInfoType(reason_code=reason_code,
                                                              additional_info=why[:512]))
 
 
-# ReservationCtrlr's variables: their value from a get_state snapshot.
-RESERVATION_VARIABLES = {
-    "Available": lambda state: ocpp_boolean(True),
-    "Enabled": lambda state: ocpp_boolean(state["reservations_enabled"]),
-    "NonEvseSpecific": lambda state: ocpp_boolean(state["non_evse_specific"]),
-}
-
-
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v201.ChargePoint` subclass (before it in the bases)."""
-
-    def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reservation_bridge = reservation_bridge
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict,
@@ -55,35 +42,36 @@ class ReservationHandlers(ReportingMixin):
                              group_id_token: dict | None = None, **_: Any) -> call_result.ReserveNow:
         request: dict[str, Any] = {"reservation_id": id, "id_token": id_token["id_token"],
                                    "expiry_time": expiry_date_time}
+        if evse_id == 0:
+            return rejected(StatusInfoReasonType.value_zero_not_allowed,
+                            "evseId 0 is the whole station; omit evseId for a reservation "
+                            "on any EVSE")
         if evse_id is not None:
             station = await self.reservation_bridge.station()
             evse_ids = sorted(evse["id"] for evse in station["evses"])
-            if evse_id == 0:
-                return rejected("InvalidValue", "evseId 0 is the whole station; omit evseId "
-                                                "for a reservation on any EVSE")
             if evse_id not in evse_ids:
-                return rejected("UnknownEvse", f"this station has no EVSE {evse_id} "
-                                               f"(it has {evse_ids})")
+                return rejected(StatusInfoReasonType.unknown_evse,
+                                f"this station has no EVSE {evse_id} (it has {evse_ids})")
             request["evse_id"] = evse_id
         if connector_type is not None:
             if connector_type not in CONNECTOR_TYPE_201:
-                return rejected("UnsupportedType", f"connector type {connector_type} "
-                                                   "is not one this station knows")
+                return rejected(StatusInfoReasonType.unknown_connector_type,
+                                f"connector type {connector_type} is not one this station knows")
             request["connector_type"] = CONNECTOR_TYPE_201[connector_type]
         if group_id_token is not None:
             request["parent_id_token"] = group_id_token["id_token"]
-        result, why = await self.reservation_bridge.reserve_now(**request)
-        if why is not None:
-            return rejected("InvalidValue", why)
+        result, refusal = await self.reservation_bridge.reserve_now(**request)
+        if refusal is not None:
+            # An error code newer than this bridge is still an error of the station's.
+            return rejected(ERROR_REASON_201.get(refusal.code, StatusInfoReasonType.internal_error),
+                            f"{refusal.code}: {refusal.message}")
         return call_result.ReserveNow(status=RESERVE_NOW_STATUS_201[result])
 
     @on(Action.cancel_reservation)
     async def on_cancel_reservation(self, reservation_id: int,
                                     **_: Any) -> call_result.CancelReservation:
         cancelled = await self.reservation_bridge.cancel_reservation(reservation_id)
-        return call_result.CancelReservation(
-            status=CancelReservationStatusEnumType.accepted if cancelled
-            else CancelReservationStatusEnumType.rejected)
+        return call_result.CancelReservation(status=CANCEL_STATUS_201[cancelled])
 
     @on(Action.get_variables)
     async def on_get_variables(self, get_variable_data: list[dict],
@@ -105,7 +93,7 @@ class ReservationHandlers(ReportingMixin):
 
         if component["name"] != RESERVATION_CTRLR:
             return result(GetVariableStatusEnumType.unknown_component)
-        value_of = RESERVATION_VARIABLES.get(variable["name"])
+        value_of = RESERVATION_VARIABLES_201.get(variable["name"])
         if value_of is None:
             return result(GetVariableStatusEnumType.unknown_variable)
         if attribute not in (None, AttributeEnumType.actual):
