@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import msgpack
@@ -39,7 +38,7 @@ import zmq
 
 from bench.common import Context, Figure, percentile
 from bench.procs import servers, short_tmp, start_actor
-from protocol.messages import parse_rfc3339
+from protocol.messages import format_rfc3339, parse_rfc3339
 
 SUITE = "expiry"
 TICK_MS = 10
@@ -64,11 +63,6 @@ def _cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
 
 
 def _request(reservation_id: int, evse_id: int, expiry_time: str) -> bytes:
@@ -107,7 +101,7 @@ class _Bench:
         drops whatever is published before the subscription is in place."""
         deadline = time.monotonic() + timeout
         probe = {"reservation_id": -1, "id_token": "PROBE", "evse_id": 1,
-                 "expiry_time": rfc3339(time.time() + 60)}
+                 "expiry_time": format_rfc3339(time.time() + 60, "microseconds")}
         while time.monotonic() < deadline:
             self.call({"id": 0, "cmd": "reserve_now", "args": {"request": probe}})
             self.call({"id": 0, "cmd": "cancel_reservation", "args": {"reservation_id": -1}})
@@ -129,7 +123,7 @@ class _Bench:
         dealer = self.dealer
         while received < sent or (sent < evses and not late):
             while sent < evses and sent - received < IN_FLIGHT and not late:
-                text = rfc3339(start + WINDOW * sent / evses)
+                text = format_rfc3339(start + WINDOW * sent / evses, "microseconds")
                 reservation_id = first_id + sent
                 expiries[reservation_id] = parse_rfc3339(text)
                 dealer.send(_request(reservation_id, sent + 1, text))

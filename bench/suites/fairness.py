@@ -33,9 +33,9 @@ import zmq
 from actor.config import Config
 from bench.common import Context, Figure, percentile, rotation
 from bench.procs import Workers, short_tmp, start_actor, station_config
-from bench.suites.expiry import TICK_MS, rfc3339
+from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
-from protocol.messages import parse_rfc3339
+from protocol.messages import format_rfc3339, parse_rfc3339
 
 SUITE = "fairness"
 BOUNDS = {key: getattr(Config, key) for key in ("turn_reply_bytes", "peer_unread_bytes")}
@@ -159,7 +159,7 @@ def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str,
                 raise RuntimeError("fairness: the subscriber never received an update")
             time.sleep(0.01)
         idle_rss = actor.rss_kib()
-        text = rfc3339(time.time() + expire_after)
+        text = format_rfc3339(time.time() + expire_after, "microseconds")
         expires_at = parse_rfc3339(text)
         placed = msgpack.unpackb(lockstep(b, [msgpack.packb({
             "id": 0, "cmd": "reserve_now", "args": {"request": {

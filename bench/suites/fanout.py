@@ -26,6 +26,7 @@ import zmq
 
 from bench.common import Context, Figure
 from bench.procs import Workers, serve_commands, servers, start_actor, start_publisher
+from protocol.messages import format_rfc3339
 
 WINDOW = 64
 TIMEOUT_MS = 10_000
@@ -100,7 +101,7 @@ class _Driver:
         self.sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
         self.sock.connect(endpoint)
         self.next_id = 1
-        self.expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        self.expiry = format_rfc3339(time.time() + 86400, "seconds")
 
     def pairs(self, count: int) -> list[bytes]:
         out = []

@@ -37,12 +37,13 @@ from bench.common import Context, Figure, percentile, rotation
 from bench.procs import (
     Listener, Server, endpoint, servers, short_tmp, start_actor, start_echo, start_floor,
 )
+from protocol.messages import format_rfc3339
 
 COMMANDS = ("ping", "reserve_now", "cancel_reservation", "exists_reservation")
 PERCENTILES = ((50, "p50"), (99, "p99"), (99.9, "p99.9"))
 # A day ahead: every reservation stays active until cancelled, and the actor's
 # timer (poll timeout) stays within its int32 milliseconds.
-EXPIRY = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+EXPIRY = format_rfc3339(time.time() + 86400, "seconds")
 EXISTS_ID = 2_000_000_000      # the live reservation exists_reservation asks about
 POKE_ID = 1_999_999_999        # a reserve/cancel pair that makes a server publish
 SERVERS = ("actor", "floor", "echo")

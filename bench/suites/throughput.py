@@ -26,6 +26,7 @@ from bench.procs import (
     station_config,
 )
 from bench.suites.rtt import NAMES, SERVERS, Publishers, listener_label
+from protocol.messages import format_rfc3339
 
 WINDOW = 64
 EVSES = 4
@@ -37,7 +38,7 @@ FLOOR_TARGET = 0.75   # pipelined, with one listener: the actor's share of the f
 
 def requests_for(index: int) -> list[bytes]:
     """Client `index`'s cycle: reserve id n on its own EVSE, cancel id n."""
-    expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    expiry = format_rfc3339(time.time() + 86400, "seconds")
     base = (index + 1) * 10_000_000
     out = []
     for k in range(RING):
