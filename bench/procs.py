@@ -23,10 +23,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import msgpack
 import zmq
+
+from protocol.vocabulary import ConnectorType
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -289,17 +291,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def station_config(directory: str, evses: int, limits: dict[str, int] | None = None,
+def station_config(directory: str | os.PathLike, evses: int | Mapping[int, Sequence[str]],
+                   connectors: Sequence[str] = (ConnectorType.cCCS2, ConnectorType.cType2),
+                   tables: Mapping[str, Mapping[str, int]] | None = None,
                    name: str = "") -> str:
-    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector,
-    and a [limits] table of `limits` if given; written as station-EVSES[-NAME].toml."""
+    """A TOML station written as station-EVSES[-NAME].toml in `directory`.
+
+    `evses` is a count (EVSE ids 1..evses, each with `connectors`, ids 1..) or
+    {evse_id: connector types} for a station whose EVSEs differ; `tables` are
+    further sections, e.g. {"limits": {"turn_reply_bytes": 0}, "timer": {"tick_ms": 5}}."""
+    station = evses if isinstance(evses, Mapping) else dict.fromkeys(range(1, evses + 1),
+                                                                      connectors)
     lines = []
-    for evse_id in range(1, evses + 1):
-        lines += ["[[evse]]", f"id = {evse_id}",
-                  'connectors = [{ id = 1, type = "cCCS2" }, { id = 2, type = "cType2" }]', ""]
-    if limits:
-        lines += ["[limits]", *(f"{key} = {value}" for key, value in limits.items()), ""]
-    path = os.path.join(directory, f"station-{evses}{f'-{name}' if name else ''}.toml")
+    for evse_id, types in station.items():
+        listed = ", ".join(f'{{ id = {n}, type = "{kind}" }}' for n, kind in enumerate(types, 1))
+        lines += ["[[evse]]", f"id = {evse_id}", f"connectors = [{listed}]", ""]
+    for table, values in (tables or {}).items():
+        lines += [f"[{table}]", *(f"{key} = {value}" for key, value in values.items()), ""]
+    path = os.path.join(directory, f"station-{len(station)}{f'-{name}' if name else ''}.toml")
     Path(path).write_text("\n".join(lines))
     return path
 

@@ -20,7 +20,7 @@ import zmq
 
 from actor.core import ReservationCore, StoredState
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
-
+from bench.procs import station_config
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
 
@@ -232,10 +232,7 @@ def test_a_peer_that_does_not_read_its_replies_does_not_starve_the_others(tmp_pa
     """800 get_state replies of ~120 kB each, never read, must not hold the
     actor: the other client is answered while most of them are still waiting,
     and once the flooding peer reads, it gets every reply, in order."""
-    config = tmp_path / "station.toml"
-    config.write_text("".join(f'[[evse]]\nid = {n}\nconnectors = [{{ id = 1, type = "cCCS2" }}, '
-                              f'{{ id = 2, type = "cType2" }}]\n' for n in range(1, 1001)))
-    running = start_actor("--config", str(config), **LOCAL)
+    running = start_actor("--config", station_config(tmp_path, 1000), **LOCAL)
     try:
         flooder = context.socket(zmq.DEALER)
         flooder.setsockopt(zmq.LINGER, 0)

@@ -22,13 +22,14 @@ import signal
 import socket
 import time
 from collections import Counter
-from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
+from bench.procs import station_config
 from protocol.client import Client
+from protocol.vocabulary import ConnectorType
 from .conftest import RunningActor, start_actor
 from .helpers import rfc3339
 
@@ -48,13 +49,9 @@ RSS_GROWTH = 0.10
 
 
 
-def write_station(directory: str | Path, evses: int) -> str:
+def write_station(directory: str, evses: int) -> str:
     """A station of `evses` EVSEs (ids 1..evses), each with one cCCS2 connector."""
-    path = Path(directory) / "station.toml"
-    path.write_text("".join(
-        f'[[evse]]\nid = {evse_id}\nconnectors = [{{ id = 1, type = "cCCS2" }}]\n\n'
-        for evse_id in range(1, evses + 1)))
-    return str(path)
+    return station_config(directory, evses, (ConnectorType.cCCS2,))
 
 
 # -- the actor process ---------------------------------------------------------------------

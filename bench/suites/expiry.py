@@ -37,23 +37,15 @@ import msgpack
 import zmq
 
 from bench.common import Context, Figure, percentile
-from bench.procs import servers, short_tmp, start_actor
+from bench.procs import servers, short_tmp, start_actor, station_config
 from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.vocabulary import ConnectorType
 
 SUITE = "expiry"
 TICK_MS = 10
 WINDOW = 1.0          # all expiries fall within this many seconds
 WINDOW_LEAD = 0.5     # seconds from the last placement to the first expiry
 IN_FLIGHT = 500       # pipelined reserve_now requests outstanding at once
-
-
-def _station(directory: str, evses: int) -> str:
-    lines = [f"[timer]\ntick_ms = {TICK_MS}\n"]
-    for evse_id in range(1, evses + 1):
-        lines.append(f'[[evse]]\nid = {evse_id}\nconnectors = [{{ id = 1, type = "cCCS2" }}]\n')
-    path = os.path.join(directory, "station.toml")
-    Path(path).write_text("\n".join(lines))
-    return path
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -176,7 +168,9 @@ def _measure(ctx: Context, evses: int, reps: int, synchronous: str | None) -> di
             ctx.progress(f"expiry: starting the actor on {evses:,} EVSEs")
             actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                                 store=os.path.join(directory, "store.sqlite3"),
-                                synchronous=synchronous, config=_station(directory, evses))
+                                synchronous=synchronous, config=station_config(
+                                    directory, evses, (ConnectorType.cCCS2,),
+                                    tables={"timer": {"tick_ms": TICK_MS}}))
             started.append(actor)
             bench = _Bench(context, *actor.endpoints)
             try:

@@ -143,7 +143,8 @@ def watch_process(conn, index: int) -> None:
 def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str, int] | None,
             label: str, flood: Workers, watch: Workers, expire_after: float,
             settle: float) -> dict:
-    config = station_config(tmp, evses, limits=limits, name=label)
+    config = station_config(tmp, evses, tables={"limits": limits} if limits else None,
+                            name=label)
     actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
                         config=config, timeout=120)
     context = zmq.Context()
