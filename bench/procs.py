@@ -66,6 +66,18 @@ def untrack(process: subprocess.Popen) -> None:
     _live.discard(process)
 
 
+def rss_kib(pid: int) -> int:
+    """VmRSS of process `pid`, in KiB (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A started server process: its bound endpoints, its process and its log.
 
@@ -93,9 +105,7 @@ class Server:
             return ""
 
     def rss_kib(self) -> int:
-        """VmRSS of the process, in KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+        return rss_kib(self.pid)
 
     def signal(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Send `sig` (if still running) and return the exit status; raises

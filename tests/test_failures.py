@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -20,7 +19,7 @@ import zmq
 
 from actor.core import ReservationCore, StoredState
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
-from bench.procs import station_config
+from bench.procs import cpu_seconds, station_config
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
 
@@ -62,11 +61,6 @@ def small_disk(tmp_path):
 
     yield Disk()
     subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def problems(log: list[str]) -> list[str]:

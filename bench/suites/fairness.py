@@ -25,14 +25,13 @@ the wheel tick for lateness, the idle RSS), the bounded ones against the unbound
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgpack
 import zmq
 
 from actor.config import Config
 from bench.common import Context, Figure, percentile, rotation
-from bench.procs import Workers, short_tmp, start_actor, station_config
+from bench.procs import Workers, rss_kib, short_tmp, start_actor, station_config
 from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
 from protocol.messages import format_rfc3339, parse_rfc3339
@@ -49,13 +48,6 @@ RSS_EVERY = 0.02
 PING_LIMIT_MS = 100.0
 LATENESS_LIMIT_MS = 100.0
 RSS_LIMIT_MIB = 64.0
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 # -- client A: the flood ---------------------------------------------------------------------
@@ -119,7 +111,7 @@ def watch_process(conn, index: int) -> None:
                 conn.send(seen)
             elif command[0] == "watch":
                 _, reservation_id, pid = command
-                peak = _rss_kib(pid)
+                peak = rss_kib(pid)
                 expired = False
                 while not (expired and conn.poll(0)):
                     if sub.poll(int(RSS_EVERY * 1000)):
@@ -130,7 +122,7 @@ def watch_process(conn, index: int) -> None:
                                 and update.get("reservation_status") == "Expired"):
                             conn.send(("expired", arrived))
                             expired = True
-                    peak = max(peak, _rss_kib(pid))
+                    peak = max(peak, rss_kib(pid))
                 conn.recv()                       # ("stop",)
                 conn.send(("peak", peak))
     finally:
