@@ -30,7 +30,7 @@ import zmq
 from bench.procs import station_config
 from protocol.client import Client
 from protocol.vocabulary import ConnectorType
-from .conftest import RunningActor, start_actor
+from .conftest import RunningActor, endpoints_for, start_actor
 from .helpers import rfc3339
 
 
@@ -436,11 +436,7 @@ def test_sigterm_under_load_answers_what_it_committed_and_exits_0(short_tmp, act
     whose reply never came (what it committed, it answered)."""
     station = write_station(short_tmp, TERM_EVSES)
     store = f"{short_tmp}/store.sqlite3"
-    if transport == "tcp":
-        command = update = "tcp://127.0.0.1:*"
-    else:
-        command, update = f"ipc://{short_tmp}/cmd", f"ipc://{short_tmp}/upd"
-    actor = start_actor("--config", station, command=command, update=update, store=store)
+    actor = start_actor("--config", station, **endpoints_for(transport, short_tmp), store=store)
     actors.append(actor)
     rng = random.Random(f"sigterm-{transport}")
     term_after = rng.randint(*TERM_AFTER)
