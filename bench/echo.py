@@ -47,8 +47,9 @@ import msgpack
 import zmq
 
 from actor.server import PUB_HIGH_WATER_MARK
+from protocol.vocabulary import ErrorCode, ReservationUpdateStatus, Topic
 
-TOPICS = (b"reservation_update", b"evse_reserved")
+TOPICS = (Topic.RESERVATION_UPDATE.encode(), Topic.EVSE_RESERVED.encode())
 _MORE = int(zmq.SNDMORE)
 
 
@@ -135,8 +136,10 @@ def update_messages(first: int, count: int, templates: list | None = None) -> li
     for n in range(count):
         seq = first + n
         if n % 2 == 0:
-            body = {"reservation_id": 100000 + n // 4, "reservation_status":
-                    "Placed" if n % 4 == 0 else "Cancelled", "evse_id": 1, "seq": seq}
+            status = (ReservationUpdateStatus.PLACED if n % 4 == 0
+                      else ReservationUpdateStatus.CANCELLED)
+            body = {"reservation_id": 100000 + n // 4, "reservation_status": status,
+                    "evse_id": 1, "seq": seq}
             out.append([TOPICS[0], packb(body)])
         else:
             reserved = n % 4 == 1
@@ -184,8 +187,8 @@ def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
             t0, t1 = publish(pub, messages, request.get("rate", 0))
             result = {"t0": t0, "t1": t1}
         else:
-            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False,
-                                        "error": {"code": "unknown_command", "message": str(cmd)}})
+            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False, "error": {
+                "code": ErrorCode.UNKNOWN_COMMAND, "message": str(cmd)}})
             control.send_multipart(frames)
             continue
         frames[-1] = msgpack.packb({"id": request.get("id"), "ok": True, "result": result})

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import msgpack
 import zmq
 
-from protocol.vocabulary import ConnectorType
+from protocol.vocabulary import Command, ConnectorType
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -229,7 +229,7 @@ def record_script(actor: Server, requests: list[bytes], timeout: float = 10.0) -
         sub.connect(actor.endpoints[1])
 
         def published() -> int:
-            dealer.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+            dealer.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
             return msgpack.unpackb(dealer.recv())["result"]["updates_published"]
 
         deadline = time.monotonic() + timeout

@@ -38,7 +38,9 @@ import zmq
 from bench.common import Context, Figure, percentile
 from bench.procs import cpu_seconds, servers, short_tmp, start_actor, station_config
 from protocol.messages import format_rfc3339, parse_rfc3339
-from protocol.vocabulary import ConnectorType
+from protocol.vocabulary import (
+    Command, ConnectorType, ReservationResult, ReservationUpdateStatus, Topic,
+)
 
 SUITE = "expiry"
 TICK_MS = 10
@@ -48,7 +50,7 @@ IN_FLIGHT = 500       # pipelined reserve_now requests outstanding at once
 
 
 def _request(reservation_id: int, evse_id: int, expiry_time: str) -> bytes:
-    return msgpack.packb({"id": reservation_id, "cmd": "reserve_now", "args": {"request": {
+    return msgpack.packb({"id": reservation_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
         "reservation_id": reservation_id, "id_token": f"FLEET{reservation_id}",
         "evse_id": evse_id, "expiry_time": expiry_time}}})
 
@@ -65,7 +67,7 @@ class _Bench:
         self.sub = context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 0)   # never drop an update on our side
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"reservation_update")
+        self.sub.setsockopt(zmq.SUBSCRIBE, Topic.RESERVATION_UPDATE.encode())
         self.sub.connect(update)
 
     def close(self) -> None:
@@ -85,8 +87,8 @@ class _Bench:
         probe = {"reservation_id": -1, "id_token": "PROBE", "evse_id": 1,
                  "expiry_time": format_rfc3339(time.time() + 60, "microseconds")}
         while time.monotonic() < deadline:
-            self.call({"id": 0, "cmd": "reserve_now", "args": {"request": probe}})
-            self.call({"id": 0, "cmd": "cancel_reservation", "args": {"reservation_id": -1}})
+            self.call({"id": 0, "cmd": Command.RESERVE_NOW, "args": {"request": probe}})
+            self.call({"id": 0, "cmd": Command.CANCEL_RESERVATION, "args": {"reservation_id": -1}})
             if self.sub.poll(100):
                 self.drain()
                 return
@@ -114,9 +116,9 @@ class _Bench:
                 raise TimeoutError(f"no reply after {received} of {evses} reservations")
             reply = msgpack.unpackb(dealer.recv())
             received += 1
-            if reply.get("ok") and reply.get("result") == "Rejected":
+            if reply.get("ok") and reply.get("result") == ReservationResult.REJECTED:
                 late = True   # stop sending; read what is in flight, then give up
-            elif not reply.get("ok") or reply.get("result") != "Accepted":
+            elif not reply.get("ok") or reply.get("result") != ReservationResult.ACCEPTED:
                 raise RuntimeError(f"reserve_now {reply.get('id')} answered {reply}")
         if late:
             raise _TooSlow()
@@ -128,6 +130,7 @@ class _Bench:
         stamped: list[tuple[float, bytes]] = []
         wanted = len(expiries)
         expired = 0
+        status = ReservationUpdateStatus.EXPIRED.encode()
         while expired < wanted and time.time() < until:
             if not sub.poll(50):
                 continue
@@ -139,12 +142,13 @@ class _Bench:
                     break
                 now = time.time()
                 stamped.append((now, frames[1]))
-                if b"Expired" in frames[1]:
+                if status in frames[1]:
                     expired += 1
         lateness = []
         for arrival, body in stamped:
             update = msgpack.unpackb(body)
-            if update["reservation_status"] == "Expired" and update["reservation_id"] in expiries:
+            if (update["reservation_status"] == ReservationUpdateStatus.EXPIRED
+                    and update["reservation_id"] in expiries):
                 lateness.append((arrival - expiries[update["reservation_id"]]) * 1000)
         return lateness, wanted - len(lateness)
 

@@ -35,6 +35,7 @@ from bench.procs import Workers, rss_kib, short_tmp, start_actor, station_config
 from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
 from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.vocabulary import Command, ReservationResult, ReservationUpdateStatus, Topic
 
 SUITE = "fairness"
 BOUNDS = {key: getattr(Config, key) for key in ("turn_reply_bytes", "peer_unread_bytes")}
@@ -70,7 +71,7 @@ def flood_process(conn, index: int) -> None:
                 sock.setsockopt(zmq.RCVHWM, 1)
                 sock.setsockopt(zmq.RCVBUF, 64 * 1024)
                 sock.connect(endpoint)
-                request = msgpack.packb({"id": 0, "cmd": "get_state"})
+                request = msgpack.packb({"id": 0, "cmd": Command.GET_STATE})
                 for _ in range(count):
                     sock.send(request)
             elif command[0] == "close" and sock is not None:
@@ -93,7 +94,7 @@ def watch_process(conn, index: int) -> None:
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"reservation_update")
+    sub.setsockopt(zmq.SUBSCRIBE, Topic.RESERVATION_UPDATE.encode())
     seen = 0
     conn.send("up")
     try:
@@ -119,7 +120,8 @@ def watch_process(conn, index: int) -> None:
                         arrived = time.time()
                         update = msgpack.unpackb(body)
                         if (update.get("reservation_id") == reservation_id
-                                and update.get("reservation_status") == "Expired"):
+                                and update.get("reservation_status")
+                                == ReservationUpdateStatus.EXPIRED):
                             conn.send(("expired", arrived))
                             expired = True
                     peak = max(peak, rss_kib(pid))
@@ -155,10 +157,10 @@ def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str,
         text = format_rfc3339(time.time() + expire_after, "microseconds")
         expires_at = parse_rfc3339(text)
         placed = msgpack.unpackb(lockstep(b, [msgpack.packb({
-            "id": 0, "cmd": "reserve_now", "args": {"request": {
+            "id": 0, "cmd": Command.RESERVE_NOW, "args": {"request": {
                 "reservation_id": EXPIRING_ID, "id_token": "EXPIRING", "evse_id": 2,
                 "expiry_time": text}}})])[1][0])
-        if placed.get("result") != "Accepted":
+        if placed.get("result") != ReservationResult.ACCEPTED:
             raise RuntimeError(f"fairness: the expiring reservation was not placed: {placed}")
         watch.send_all(("watch", EXPIRING_ID, actor.pid))
         flood.ask(("flood", actor.endpoint, requests), 30)
