@@ -44,7 +44,7 @@ REPLY_TIMEOUT_MS = 10_000   # a client waiting this long for a reply counts the 
 # RSS after the first SOAK_CYCLES // 10. Issue 5 asks for 1M against 100k; the
 # unmarked CI version runs CI_CYCLES (see test_rss_is_flat_over_reserve_cancel_cycles).
 SOAK_CYCLES = 1_000_000
-CI_CYCLES = 100_000
+CI_CYCLES = 30_000
 RSS_GROWTH = 0.10
 
 
