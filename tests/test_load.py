@@ -15,7 +15,6 @@ CPUs being measured.
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import re
 import signal
@@ -27,7 +26,7 @@ import msgpack
 import pytest
 import zmq
 
-from bench.procs import station_config
+from bench.procs import Workers, serve_commands, station_config
 from protocol.client import Client
 from protocol.vocabulary import ConnectorType
 from .conftest import RunningActor, endpoints_for, start_actor
@@ -226,88 +225,28 @@ class LoadClient:
         return dict(Counter(map(str, self.ledger.expected[1:])))
 
 
-def client_process(conn, endpoint: str, index: int, evses_per_client: int) -> None:
-    """Entry point of a client process: answers the parent's commands on `conn`
-    ("mix", duration, seed) / ("cycles", n) until None; an exception is sent back."""
+def client_process(conn, index: int, endpoint: str, evses_per_client: int) -> None:
+    """bench.procs.Workers' target: a connected LoadClient answering ("mix", duration),
+    seeded by its index, and ("cycles", n), each with a fresh ledger."""
     client = LoadClient(endpoint, index, evses_per_client)
     try:
         client.send("ping", {}, "pong")
         client.drain()
-        conn.send("ready")
-        while True:
-            command = conn.recv()
-            if command is None:
-                return
+
+        def run(command: tuple) -> dict:
             client.ledger = Ledger()
-            try:
-                if command[0] == "mix":
-                    conn.send(client.run_mix(*command[1:]))
-                else:
-                    conn.send(client.run_cycles(*command[1:]))
-            except Exception as exc:
-                conn.send(RuntimeError(f"client {index}: {type(exc).__name__}: {exc}"))
+            if command[0] == "mix":
+                return client.run_mix(command[1], index)
+            return client.run_cycles(*command[1:])
+
+        serve_commands(conn, run)
     finally:
         client.close()
 
 
-class Clients:
-    """`count` client processes; ask() sends each a command and collects the answers."""
-
-    def __init__(self, endpoint: str, count: int, evses_per_client: int) -> None:
-        # spawn: a child must not inherit this process's ZeroMQ context threads.
-        mp = multiprocessing.get_context("spawn")
-        self.conns, self.processes = [], []
-        try:
-            for index in range(count):
-                parent, child = mp.Pipe()
-                process = mp.Process(target=client_process, daemon=True,
-                                     args=(child, endpoint, index, evses_per_client))
-                process.start()
-                child.close()
-                self.conns.append(parent)
-                self.processes.append(process)
-            assert self.collect(60) == ["ready"] * count
-        except BaseException:
-            self.stop()
-            raise
-
-    def collect(self, timeout: float) -> list:
-        deadline = time.monotonic() + timeout
-        answers = []
-        for conn, process in zip(self.conns, self.processes):
-            while not conn.poll(0.05):
-                assert process.is_alive(), f"client process {process.pid} died ({process.exitcode})"
-                assert time.monotonic() < deadline, f"client process {process.pid} did not answer"
-            answer = conn.recv()
-            if isinstance(answer, BaseException):
-                raise answer
-            answers.append(answer)
-        return answers
-
-    def ask(self, commands: list, timeout: float) -> list:
-        for conn, command in zip(self.conns, commands):
-            conn.send(command)
-        return self.collect(timeout)
-
-    def stop(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-        for process in self.processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for conn in self.conns:
-            conn.close()
-
-    def __enter__(self) -> "Clients":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def clients(endpoint: str) -> Workers:
+    """CLIENTS client processes on `endpoint`, each reserving only its own EVSEs."""
+    return Workers(client_process, CLIENTS, endpoint, EVSES_PER_CLIENT)
 
 
 def assert_clean(summary: dict, who: str) -> None:
@@ -328,9 +267,8 @@ def test_pipelining_client_processes_get_every_reply_once_and_right(short_tmp, a
     station = write_station(short_tmp, CLIENTS * EVSES_PER_CLIENT)
     actor = start_actor("--config", station, **LOOPBACK)
     actors.append(actor)
-    with Clients(actor.command_endpoint, CLIENTS, EVSES_PER_CLIENT) as clients:
-        results = clients.ask([("mix", LOAD_SECONDS, seed) for seed in range(CLIENTS)],
-                              LOAD_SECONDS + 60)
+    with clients(actor.command_endpoint) as workers:
+        results = workers.ask(("mix", LOAD_SECONDS), LOAD_SECONDS + 60)
     for index, summary in enumerate(results):
         assert_clean(summary, f"client {index}")
         assert summary["peak_in_flight"] == WINDOW, summary
@@ -364,9 +302,9 @@ def rss_after_cycles(directory: str, cycles: int, actors: list) -> tuple[int, in
     per_client = [first // CLIENTS, (cycles - first) // CLIENTS]
     rss = []
     started = time.monotonic()
-    with Clients(actor.command_endpoint, CLIENTS, EVSES_PER_CLIENT) as clients:
+    with clients(actor.command_endpoint) as workers:
         for n in per_client:
-            for index, summary in enumerate(clients.ask([("cycles", n)] * CLIENTS, 3600)):
+            for index, summary in enumerate(workers.ask(("cycles", n), 3600)):
                 assert_clean(summary, f"client {index}")
                 assert summary["sent"] == 2 * n
             rss.append(actor.rss_kib())
