@@ -46,13 +46,11 @@ import time
 import msgpack
 import zmq
 
-TOPICS = (b"reservation_update", b"evse_reserved")
-_MORE = int(zmq.SNDMORE)
+from actor.server import PUB_HIGH_WATER_MARK
+from protocol.vocabulary import ErrorCode, ReservationUpdateStatus, Topic
 
-try:
-    from actor.server import PUB_HIGH_WATER_MARK
-except ImportError:   # an actor without the setting uses ZeroMQ's default
-    PUB_HIGH_WATER_MARK = 1000
+TOPICS = (Topic.RESERVATION_UPDATE.encode(), Topic.EVSE_RESERVED.encode())
+_MORE = int(zmq.SNDMORE)
 
 
 def send_frames(send, frames: list[bytes]) -> None:
@@ -88,21 +86,29 @@ def serve_echo(endpoint: str) -> None:
         send_frames(send, frames)
 
 
-def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
-    with open(script_path, "rb") as f:
-        script = msgpack.unpackb(f.read())
-    replies = {cmd: entry["reply"] for cmd, entry in script.items()}
-    updates = {cmd: entry["updates"] for cmd, entry in script.items()}
+def bind_pair(name: str, router_endpoint: str, pub_endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
+    """A ROUTER and a PUB bound as the actor binds its two sockets, announced on
+    stderr as "NAME serving on ROUTER, updates on PUB" (what bench.procs waits for)."""
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     pub = context.socket(zmq.PUB)
     for sock in (router, pub):
         sock.setsockopt(zmq.LINGER, 0)
+    # The actor's own queue limit per listener, so losses compare like with like.
     pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
-    router.bind(command_endpoint)
-    pub.bind(update_endpoint)
-    print(f"floor serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}, "
+    router.bind(router_endpoint)
+    pub.bind(pub_endpoint)
+    print(f"{name} serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}, "
           f"updates on {pub.getsockopt_string(zmq.LAST_ENDPOINT)}", file=sys.stderr, flush=True)
+    return router, pub
+
+
+def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
+    with open(script_path, "rb") as f:
+        script = msgpack.unpackb(f.read())
+    replies = {cmd: entry["reply"] for cmd, entry in script.items()}
+    updates = {cmd: entry["updates"] for cmd, entry in script.items()}
+    router, pub = bind_pair("floor", command_endpoint, update_endpoint)
     recv, send, publish = router.recv_multipart, router.send, pub.send
     while True:
         frames = recv()
@@ -130,8 +136,10 @@ def update_messages(first: int, count: int, templates: list | None = None) -> li
     for n in range(count):
         seq = first + n
         if n % 2 == 0:
-            body = {"reservation_id": 100000 + n // 4, "reservation_status":
-                    "Placed" if n % 4 == 0 else "Cancelled", "evse_id": 1, "seq": seq}
+            status = (ReservationUpdateStatus.PLACED if n % 4 == 0
+                      else ReservationUpdateStatus.CANCELLED)
+            body = {"reservation_id": 100000 + n // 4, "reservation_status": status,
+                    "evse_id": 1, "seq": seq}
             out.append([TOPICS[0], packb(body)])
         else:
             reserved = n % 4 == 1
@@ -164,17 +172,7 @@ def publish(pub: zmq.Socket, messages: list[list[bytes]], rate: float) -> tuple[
 
 
 def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
-    context = zmq.Context()
-    control = context.socket(zmq.ROUTER)
-    pub = context.socket(zmq.PUB)
-    for sock in (control, pub):
-        sock.setsockopt(zmq.LINGER, 0)
-    # The actor's own queue limit per listener, so losses compare like with like.
-    pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
-    control.bind(control_endpoint)
-    pub.bind(update_endpoint)
-    print(f"publisher serving on {control.getsockopt_string(zmq.LAST_ENDPOINT)}, "
-          f"updates on {pub.getsockopt_string(zmq.LAST_ENDPOINT)}", file=sys.stderr, flush=True)
+    control, pub = bind_pair("publisher", control_endpoint, update_endpoint)
     warm = update_messages(0, 1)[0]
     while True:
         frames = control.recv_multipart()
@@ -189,8 +187,8 @@ def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
             t0, t1 = publish(pub, messages, request.get("rate", 0))
             result = {"t0": t0, "t1": t1}
         else:
-            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False,
-                                        "error": {"code": "unknown_command", "message": str(cmd)}})
+            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False, "error": {
+                "code": ErrorCode.UNKNOWN_COMMAND, "message": str(cmd)}})
             control.send_multipart(frames)
             continue
         frames[-1] = msgpack.packb({"id": request.get("id"), "ok": True, "result": result})

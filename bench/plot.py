@@ -49,10 +49,6 @@ def write_charts(figures: list[Figure], directory: str) -> list[str]:
 
 # -- helpers -------------------------------------------------------------------------------
 
-def _err(samples: list[float], median: float) -> list[list[float]]:
-    return [[median - min(samples)], [max(samples) - median]]
-
-
 def _line(ax, xs, figs, *, baseline: bool, label: str, color: str, marker: str = "o",
           style: str = "-") -> None:
     """Medians over xs, with min-max whiskers."""

@@ -23,10 +23,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import msgpack
 import zmq
+
+from protocol.vocabulary import Command, ConnectorType
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +68,18 @@ def untrack(process: subprocess.Popen) -> None:
     _live.discard(process)
 
 
+def rss_kib(pid: int) -> int:
+    """VmRSS of process `pid`, in KiB (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A started server process: its bound endpoints, its process and its log.
 
@@ -93,9 +107,7 @@ class Server:
             return ""
 
     def rss_kib(self) -> int:
-        """VmRSS of the process, in KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+        return rss_kib(self.pid)
 
     def signal(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Send `sig` (if still running) and return the exit status; raises
@@ -219,7 +231,7 @@ def record_script(actor: Server, requests: list[bytes], timeout: float = 10.0) -
         sub.connect(actor.endpoints[1])
 
         def published() -> int:
-            dealer.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+            dealer.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
             return msgpack.unpackb(dealer.recv())["result"]["updates_published"]
 
         deadline = time.monotonic() + timeout
@@ -291,17 +303,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def station_config(directory: str, evses: int, limits: dict[str, int] | None = None,
+def station_config(directory: str | os.PathLike, evses: int | Mapping[int, Sequence[str]],
+                   connectors: Sequence[str] = (ConnectorType.cCCS2, ConnectorType.cType2),
+                   tables: Mapping[str, Mapping[str, int]] | None = None,
                    name: str = "") -> str:
-    """A TOML station of `evses` EVSEs, each with a cCCS2 and a cType2 connector,
-    and a [limits] table of `limits` if given; written as station-EVSES[-NAME].toml."""
+    """A TOML station written as station-EVSES[-NAME].toml in `directory`.
+
+    `evses` is a count (EVSE ids 1..evses, each with `connectors`, ids 1..) or
+    {evse_id: connector types} for a station whose EVSEs differ; `tables` are
+    further sections, e.g. {"limits": {"turn_reply_bytes": 0}, "timer": {"tick_ms": 5}}."""
+    station = evses if isinstance(evses, Mapping) else dict.fromkeys(range(1, evses + 1),
+                                                                      connectors)
     lines = []
-    for evse_id in range(1, evses + 1):
-        lines += ["[[evse]]", f"id = {evse_id}",
-                  'connectors = [{ id = 1, type = "cCCS2" }, { id = 2, type = "cType2" }]', ""]
-    if limits:
-        lines += ["[limits]", *(f"{key} = {value}" for key, value in limits.items()), ""]
-    path = os.path.join(directory, f"station-{evses}{f'-{name}' if name else ''}.toml")
+    for evse_id, types in station.items():
+        listed = ", ".join(f'{{ id = {n}, type = "{kind}" }}' for n, kind in enumerate(types, 1))
+        lines += ["[[evse]]", f"id = {evse_id}", f"connectors = [{listed}]", ""]
+    for table, values in (tables or {}).items():
+        lines += [f"[{table}]", *(f"{key} = {value}" for key, value in values.items()), ""]
+    path = os.path.join(directory, f"station-{len(station)}{f'-{name}' if name else ''}.toml")
     Path(path).write_text("\n".join(lines))
     return path
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
-import tempfile
 
 import pytest
 import zmq
@@ -58,16 +56,14 @@ def start_actor(*args: str, command: str, update: str, store: str = ":memory:",
 
 @pytest.fixture
 def short_tmp():
-    # Unix socket paths are limited to about 100 bytes; pytest's tmp_path can be longer.
-    path = tempfile.mkdtemp(prefix="ra-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    # pytest's tmp_path can be longer than a Unix socket path may be.
+    with procs.short_tmp() as path:
+        yield path
 
 
 def endpoints_for(transport: str, directory: str) -> dict[str, str]:
-    if transport == "tcp":
-        return dict(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
-    return dict(command=f"ipc://{directory}/cmd", update=f"ipc://{directory}/upd")
+    return dict(command=procs.endpoint(transport, directory, "cmd"),
+                update=procs.endpoint(transport, directory, "upd"))
 
 
 @pytest.fixture(params=["tcp", "ipc"])

@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from bench.procs import station_config
+
 from .conftest import start_actor
 from .helpers import rfc3339
 
@@ -34,15 +36,6 @@ SEED = 20261124
 
 pytestmark = pytest.mark.timeout(60)
 
-
-
-def write_config(directory) -> str:
-    path = directory / "station.toml"
-    path.write_text("".join(
-        f'[[evse]]\nid = {evse_id}\n'
-        f'connectors = [{{ id = 1, type = "cCCS2" }}, {{ id = 2, type = "cType2" }}]\n\n'
-        for evse_id in range(1, EVSES + 1)))
-    return str(path)
 
 
 class Model:
@@ -129,7 +122,7 @@ def crash_round(actor, model: Model, rng: random.Random) -> dict[str, int]:
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path):
-    config = write_config(tmp_path)
+    config = station_config(tmp_path, EVSES)
     store = str(tmp_path / "store.sqlite3")
 
     def start():

@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 
 from actor.server import MAX_FRAMES
 from bench.everest_baseline import arrival_orders_hold
+from bench.procs import station_config
 from protocol.messages import ProtocolError, parse_command, parse_rfc3339
 from protocol.vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
 from protocol.wire import UNPACK_LIMITS, decode_request
@@ -321,12 +322,8 @@ class Stream:
 
 @pytest.fixture(scope="module")
 def fuzz_actor(tmp_path_factory):
-    config = tmp_path_factory.mktemp("fuzz") / "station.toml"
-    config.write_text("".join(
-        f"[[evse]]\nid = {evse_id}\nconnectors = ["
-        + ", ".join(f'{{ id = {n}, type = "{t}" }}' for n, t in enumerate(types, 1)) + "]\n"
-        for evse_id, types in STATION.items()))
-    actor = start_actor("--config", str(config), command="tcp://127.0.0.1:*",
+    config = station_config(tmp_path_factory.mktemp("fuzz"), STATION)
+    actor = start_actor("--config", config, command="tcp://127.0.0.1:*",
                         update="tcp://127.0.0.1:*")
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)

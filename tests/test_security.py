@@ -27,6 +27,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from actor.security import is_loopback
 from actor.server import MAX_FRAMES
+from bench.procs import station_config
 from protocol.client import Client, Subscriber
 from protocol.wire import UNPACK_LIMITS
 
@@ -476,15 +477,13 @@ def test_more_than_max_frames_is_a_bad_request(default_actor, context):
 # 50 EVSEs make a get_state reply about 6 KB, so the kernel socket buffers between the
 # actor and a consumer that never reads fill after a few hundred replies, and the actor's
 # pipe (SNDHWM, 1000 by default) soon after.
-BIG_STATION = "".join(
-    f'[[evse]]\nid = {n}\nconnectors = [{{ id = 1, type = "cCCS2" }}, {{ id = 2, type = "cType2" }}]\n'
-    for n in range(1, 51))
+BIG_STATION_EVSES = 50
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_a_consumer_that_never_reads_costs_its_replies_not_the_loop(
         transport, short_tmp, context):
-    running = start_actor("--config", write_config(short_tmp, BIG_STATION),
+    running = start_actor("--config", station_config(short_tmp, BIG_STATION_EVSES),
                           **endpoints_for(transport, short_tmp))
     try:
         slow = context.socket(zmq.DEALER)

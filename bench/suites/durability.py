@@ -40,6 +40,7 @@ from bench.common import Context, Figure, percentile, rotation
 from bench.procs import Listener, Workers, servers, short_tmp, start_actor, start_floor, station_config
 from bench.suites.rtt import NAMES, Publishers, Workload, connect, expect, lockstep
 from bench.suites.throughput import EVSES, WINDOW, _Stats, client_process, measure, requests_for, run_once
+from protocol.vocabulary import ReservationResult
 
 BASELINE = "memory"
 FLOOR = "floor"
@@ -99,7 +100,8 @@ def latency(ctx: Context, endpoints: dict[str, str], pairs: int, reps: int) -> d
             work = workload.batch()["pair"]     # the same request bytes to every server
             for name in rotation(SERVERS, rep):
                 times, replies = lockstep(sockets[name], work)
-                expect(replies, ["Accepted", True] * pairs, f"durability lock-step ({name})")
+                expect(replies, [ReservationResult.ACCEPTED, True] * pairs,
+                       f"durability lock-step ({name})")
                 for p in PERCENTILES:
                     samples[name][p].append(percentile(times, p))
     finally:

@@ -31,15 +31,16 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import msgpack
 import zmq
 
 from bench.common import Context, Figure, percentile
-from bench.procs import servers, short_tmp, start_actor
-from protocol.messages import parse_rfc3339
+from bench.procs import cpu_seconds, servers, short_tmp, start_actor, station_config
+from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.vocabulary import (
+    Command, ConnectorType, ReservationResult, ReservationUpdateStatus, Topic,
+)
 
 SUITE = "expiry"
 TICK_MS = 10
@@ -48,31 +49,8 @@ WINDOW_LEAD = 0.5     # seconds from the last placement to the first expiry
 IN_FLIGHT = 500       # pipelined reserve_now requests outstanding at once
 
 
-def _station(directory: str, evses: int) -> str:
-    lines = [f"[timer]\ntick_ms = {TICK_MS}\n"]
-    for evse_id in range(1, evses + 1):
-        lines.append(f'[[evse]]\nid = {evse_id}\nconnectors = [{{ id = 1, type = "cCCS2" }}]\n')
-    path = os.path.join(directory, "station.toml")
-    Path(path).write_text("\n".join(lines))
-    return path
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid` (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
-
-
 def _request(reservation_id: int, evse_id: int, expiry_time: str) -> bytes:
-    return msgpack.packb({"id": reservation_id, "cmd": "reserve_now", "args": {"request": {
+    return msgpack.packb({"id": reservation_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
         "reservation_id": reservation_id, "id_token": f"FLEET{reservation_id}",
         "evse_id": evse_id, "expiry_time": expiry_time}}})
 
@@ -89,7 +67,7 @@ class _Bench:
         self.sub = context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 0)   # never drop an update on our side
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"reservation_update")
+        self.sub.setsockopt(zmq.SUBSCRIBE, Topic.RESERVATION_UPDATE.encode())
         self.sub.connect(update)
 
     def close(self) -> None:
@@ -107,10 +85,10 @@ class _Bench:
         drops whatever is published before the subscription is in place."""
         deadline = time.monotonic() + timeout
         probe = {"reservation_id": -1, "id_token": "PROBE", "evse_id": 1,
-                 "expiry_time": rfc3339(time.time() + 60)}
+                 "expiry_time": format_rfc3339(time.time() + 60, "microseconds")}
         while time.monotonic() < deadline:
-            self.call({"id": 0, "cmd": "reserve_now", "args": {"request": probe}})
-            self.call({"id": 0, "cmd": "cancel_reservation", "args": {"reservation_id": -1}})
+            self.call({"id": 0, "cmd": Command.RESERVE_NOW, "args": {"request": probe}})
+            self.call({"id": 0, "cmd": Command.CANCEL_RESERVATION, "args": {"reservation_id": -1}})
             if self.sub.poll(100):
                 self.drain()
                 return
@@ -129,7 +107,7 @@ class _Bench:
         dealer = self.dealer
         while received < sent or (sent < evses and not late):
             while sent < evses and sent - received < IN_FLIGHT and not late:
-                text = rfc3339(start + WINDOW * sent / evses)
+                text = format_rfc3339(start + WINDOW * sent / evses, "microseconds")
                 reservation_id = first_id + sent
                 expiries[reservation_id] = parse_rfc3339(text)
                 dealer.send(_request(reservation_id, sent + 1, text))
@@ -138,9 +116,9 @@ class _Bench:
                 raise TimeoutError(f"no reply after {received} of {evses} reservations")
             reply = msgpack.unpackb(dealer.recv())
             received += 1
-            if reply.get("ok") and reply.get("result") == "Rejected":
+            if reply.get("ok") and reply.get("result") == ReservationResult.REJECTED:
                 late = True   # stop sending; read what is in flight, then give up
-            elif not reply.get("ok") or reply.get("result") != "Accepted":
+            elif not reply.get("ok") or reply.get("result") != ReservationResult.ACCEPTED:
                 raise RuntimeError(f"reserve_now {reply.get('id')} answered {reply}")
         if late:
             raise _TooSlow()
@@ -152,6 +130,7 @@ class _Bench:
         stamped: list[tuple[float, bytes]] = []
         wanted = len(expiries)
         expired = 0
+        status = ReservationUpdateStatus.EXPIRED.encode()
         while expired < wanted and time.time() < until:
             if not sub.poll(50):
                 continue
@@ -163,12 +142,13 @@ class _Bench:
                     break
                 now = time.time()
                 stamped.append((now, frames[1]))
-                if b"Expired" in frames[1]:
+                if status in frames[1]:
                     expired += 1
         lateness = []
         for arrival, body in stamped:
             update = msgpack.unpackb(body)
-            if update["reservation_status"] == "Expired" and update["reservation_id"] in expiries:
+            if (update["reservation_status"] == ReservationUpdateStatus.EXPIRED
+                    and update["reservation_id"] in expiries):
                 lateness.append((arrival - expiries[update["reservation_id"]]) * 1000)
         return lateness, wanted - len(lateness)
 
@@ -182,7 +162,9 @@ def _measure(ctx: Context, evses: int, reps: int, synchronous: str | None) -> di
             ctx.progress(f"expiry: starting the actor on {evses:,} EVSEs")
             actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                                 store=os.path.join(directory, "store.sqlite3"),
-                                synchronous=synchronous, config=_station(directory, evses))
+                                synchronous=synchronous, config=station_config(
+                                    directory, evses, (ConnectorType.cCCS2,),
+                                    tables={"timer": {"tick_ms": TICK_MS}}))
             started.append(actor)
             bench = _Bench(context, *actor.endpoints)
             try:
@@ -217,12 +199,11 @@ def _measure(ctx: Context, evses: int, reps: int, synchronous: str | None) -> di
                         continue
                     out["place_s"].append(placed)
                     bench.drain()
-                    cpu = _cpu_seconds(actor.process.pid)
+                    cpu = cpu_seconds(actor.pid)
                     lateness, missing = bench.collect(expiries, start + WINDOW + 10.0)
-                    if cpu is not None:
-                        # The actor sleeps until the first expiry: this is the
-                        # CPU it spent ending, storing and publishing them.
-                        out["cpu_s"].append(_cpu_seconds(actor.process.pid) - cpu)
+                    # The actor sleeps until the first expiry: this is the
+                    # CPU it spent ending, storing and publishing them.
+                    out["cpu_s"].append(cpu_seconds(actor.pid) - cpu)
                     out["lost"] += missing
                     if not lateness:
                         raise RuntimeError("no Expired update arrived")
@@ -254,10 +235,9 @@ def run(ctx: Context) -> list[Figure]:
         note = (f"{evses:,} EVSE-specific reservations expiring evenly within 1 s, end to end over "
                 f"tcp loopback (actor at INFO; SQLite store {store}); placing them took "
                 f"{min(got['place_s']):.1f}-{max(got['place_s']):.1f} s; "
-                f"{got['lost']} Expired updates missing"
-                + (f"; actor CPU while they expired: {statistics.median(got['cpu_s']):.2f} s "
-                   f"({statistics.median(got['cpu_s']) / evses * 1e6:.0f} us per reservation)"
-                   if got["cpu_s"] else ""))
+                f"{got['lost']} Expired updates missing; actor CPU while they expired: "
+                f"{statistics.median(got['cpu_s']):.2f} s "
+                f"({statistics.median(got['cpu_s']) / evses * 1e6:.0f} us per reservation)")
         for q, limit in (("p50", None), ("p99", TICK_MS + 5.0), ("max", None)):
             figures.append(Figure(
                 SUITE, f"Expired lateness {q}, {evses:,} in 1 s{tag}", "ms", got[q], base, ticks,

@@ -25,17 +25,17 @@ the wheel tick for lateness, the idle RSS), the bounded ones against the unbound
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgpack
 import zmq
 
 from actor.config import Config
 from bench.common import Context, Figure, percentile, rotation
-from bench.procs import Workers, short_tmp, start_actor, station_config
-from bench.suites.expiry import TICK_MS, rfc3339
+from bench.procs import Workers, rss_kib, short_tmp, start_actor, station_config
+from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
-from protocol.messages import parse_rfc3339
+from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.vocabulary import Command, ReservationResult, ReservationUpdateStatus, Topic
 
 SUITE = "fairness"
 BOUNDS = {key: getattr(Config, key) for key in ("turn_reply_bytes", "peer_unread_bytes")}
@@ -49,13 +49,6 @@ RSS_EVERY = 0.02
 PING_LIMIT_MS = 100.0
 LATENESS_LIMIT_MS = 100.0
 RSS_LIMIT_MIB = 64.0
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 # -- client A: the flood ---------------------------------------------------------------------
@@ -78,7 +71,7 @@ def flood_process(conn, index: int) -> None:
                 sock.setsockopt(zmq.RCVHWM, 1)
                 sock.setsockopt(zmq.RCVBUF, 64 * 1024)
                 sock.connect(endpoint)
-                request = msgpack.packb({"id": 0, "cmd": "get_state"})
+                request = msgpack.packb({"id": 0, "cmd": Command.GET_STATE})
                 for _ in range(count):
                     sock.send(request)
             elif command[0] == "close" and sock is not None:
@@ -101,7 +94,7 @@ def watch_process(conn, index: int) -> None:
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"reservation_update")
+    sub.setsockopt(zmq.SUBSCRIBE, Topic.RESERVATION_UPDATE.encode())
     seen = 0
     conn.send("up")
     try:
@@ -119,7 +112,7 @@ def watch_process(conn, index: int) -> None:
                 conn.send(seen)
             elif command[0] == "watch":
                 _, reservation_id, pid = command
-                peak = _rss_kib(pid)
+                peak = rss_kib(pid)
                 expired = False
                 while not (expired and conn.poll(0)):
                     if sub.poll(int(RSS_EVERY * 1000)):
@@ -127,10 +120,11 @@ def watch_process(conn, index: int) -> None:
                         arrived = time.time()
                         update = msgpack.unpackb(body)
                         if (update.get("reservation_id") == reservation_id
-                                and update.get("reservation_status") == "Expired"):
+                                and update.get("reservation_status")
+                                == ReservationUpdateStatus.EXPIRED):
                             conn.send(("expired", arrived))
                             expired = True
-                    peak = max(peak, _rss_kib(pid))
+                    peak = max(peak, rss_kib(pid))
                 conn.recv()                       # ("stop",)
                 conn.send(("peak", peak))
     finally:
@@ -143,7 +137,8 @@ def watch_process(conn, index: int) -> None:
 def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str, int] | None,
             label: str, flood: Workers, watch: Workers, expire_after: float,
             settle: float) -> dict:
-    config = station_config(tmp, evses, limits=limits, name=label)
+    config = station_config(tmp, evses, tables={"limits": limits} if limits else None,
+                            name=label)
     actor = start_actor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", store=":memory:",
                         config=config, timeout=120)
     context = zmq.Context()
@@ -159,13 +154,13 @@ def one_run(ctx: Context, tmp: str, evses: int, requests: int, limits: dict[str,
                 raise RuntimeError("fairness: the subscriber never received an update")
             time.sleep(0.01)
         idle_rss = actor.rss_kib()
-        text = rfc3339(time.time() + expire_after)
+        text = format_rfc3339(time.time() + expire_after, "microseconds")
         expires_at = parse_rfc3339(text)
         placed = msgpack.unpackb(lockstep(b, [msgpack.packb({
-            "id": 0, "cmd": "reserve_now", "args": {"request": {
+            "id": 0, "cmd": Command.RESERVE_NOW, "args": {"request": {
                 "reservation_id": EXPIRING_ID, "id_token": "EXPIRING", "evse_id": 2,
                 "expiry_time": text}}})])[1][0])
-        if placed.get("result") != "Accepted":
+        if placed.get("result") != ReservationResult.ACCEPTED:
             raise RuntimeError(f"fairness: the expiring reservation was not placed: {placed}")
         watch.send_all(("watch", EXPIRING_ID, actor.pid))
         flood.ask(("flood", actor.endpoint, requests), 30)

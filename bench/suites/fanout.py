@@ -26,6 +26,8 @@ import zmq
 
 from bench.common import Context, Figure
 from bench.procs import Workers, serve_commands, servers, start_actor, start_publisher
+from bench.suites.rtt import cancel, reserve
+from protocol.vocabulary import Command
 
 WINDOW = 64
 TIMEOUT_MS = 10_000
@@ -100,17 +102,12 @@ class _Driver:
         self.sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
         self.sock.connect(endpoint)
         self.next_id = 1
-        self.expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
 
     def pairs(self, count: int) -> list[bytes]:
         out = []
         for k in range(count):
             rid = self.next_id + k
-            out.append(msgpack.packb({"id": 2 * k, "cmd": "reserve_now", "args": {"request": {
-                "reservation_id": rid, "id_token": "FANOUT", "expiry_time": self.expiry,
-                "evse_id": 1, "connector_type": "cCCS2"}}}))
-            out.append(msgpack.packb({"id": 2 * k + 1, "cmd": "cancel_reservation",
-                                      "args": {"reservation_id": rid}}))
+            out += [reserve(2 * k, rid, 1, token="FANOUT"), cancel(2 * k + 1, rid)]
         self.next_id += count
         return out
 
@@ -132,7 +129,7 @@ class _Driver:
             raise RuntimeError(f"fanout: {bad} error replies from the actor")
 
     def seq(self) -> int:
-        self.sock.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+        self.sock.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
         return msgpack.unpackb(self.sock.recv())["result"]["seq"]
 
 

@@ -44,9 +44,10 @@ from actor.guarantee import guarantee_holds
 from bench.common import Context, Figure
 from bench.everest_baseline import arrival_orders_hold
 from protocol.messages import Reservation, ReserveNow
+from protocol.vocabulary import ConnectorType, ReservationResult
 
 SUITE = "guarantee"
-TYPES = ("cCCS2", "cType2", "cCCS1", "cTesla")
+TYPES = (ConnectorType.cCCS2, ConnectorType.cType2, ConnectorType.cCCS1, ConnectorType.cTesla)
 MASTER_SIZE = 10_000
 FIRST_SIZE = 1000      # the master station's first draws, kept as they were when it had 1000 EVSEs
 LOAD = 0.75            # reserve_now requests per EVSE
@@ -134,7 +135,7 @@ class Scenario:
                 start = clock()
                 outcome = apply(command, NOW)
                 times.append(clock() - start)
-                if (outcome.result == "Accepted") != accepted:
+                if (outcome.result == ReservationResult.ACCEPTED) != accepted:
                     raise RuntimeError(
                         f"{self.n} EVSEs: reservation {command.request.reservation_id} was "
                         f"{outcome.result}, guarantee_holds says {accepted}")

@@ -37,6 +37,7 @@ import zmq
 from bench.common import Context, Figure, percentile
 from bench.procs import free_port, servers, short_tmp, start_actor, start_process, track, untrack
 from bench.suites.rtt import cancel, connect, lockstep, reserve
+from protocol.vocabulary import Command, ConnectorType, ReservationResult
 
 MODULE, IMPL, CALLER = "auth", "reservation", "evse_manager_1"
 PREFIX = f"everest/{MODULE}/{IMPL}/cmd/"
@@ -195,12 +196,12 @@ def mqtt_pairs(caller: Caller, first_id: int, n: int, qos: int, expiry: str) -> 
     clock = time.perf_counter_ns
     for k in range(n):
         request = {"reservation_id": first_id + k, "id_token": "BENCH", "expiry_time": expiry,
-                   "evse_id": 1, "connector_type": "cCCS2"}
+                   "evse_id": 1, "connector_type": ConnectorType.cCCS2}
         t0 = clock()
-        result = caller.call("reserve_now", {"request": request}, qos)
+        result = caller.call(Command.RESERVE_NOW, {"request": request}, qos)
         times.append((clock() - t0) / 1000)
-        if result != "Accepted" or caller.call("cancel_reservation",
-                                               {"reservation_id": first_id + k}, qos) is not True:
+        if result != ReservationResult.ACCEPTED or caller.call(
+                Command.CANCEL_RESERVATION, {"reservation_id": first_id + k}, qos) is not True:
             raise RuntimeError(f"MQTT responder: unexpected reserve/cancel result {result!r}")
     return times
 
@@ -211,7 +212,7 @@ def actor_pairs(sock: zmq.Socket, first_id: int, n: int) -> list[float]:
         requests.append(reserve(2 * k, first_id + k, 1))
         requests.append(cancel(2 * k + 1, first_id + k))
     times, replies = lockstep(sock, requests)
-    if any(b"Accepted" not in r for r in replies[0::2]):
+    if any(ReservationResult.ACCEPTED.encode() not in r for r in replies[0::2]):
         raise RuntimeError("actor: a reserve_now was not Accepted")
     return times[0::2]
 

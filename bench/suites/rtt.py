@@ -37,42 +37,45 @@ from bench.common import Context, Figure, percentile, rotation
 from bench.procs import (
     Listener, Server, endpoint, servers, short_tmp, start_actor, start_echo, start_floor,
 )
+from protocol.messages import format_rfc3339
+from protocol.vocabulary import Command, ConnectorType, ReservationCheckStatus, ReservationResult
 
-COMMANDS = ("ping", "reserve_now", "cancel_reservation", "exists_reservation")
+COMMANDS = (Command.PING, Command.RESERVE_NOW, Command.CANCEL_RESERVATION,
+            Command.EXISTS_RESERVATION)
 PERCENTILES = ((50, "p50"), (99, "p99"), (99.9, "p99.9"))
 # A day ahead: every reservation stays active until cancelled, and the actor's
 # timer (poll timeout) stays within its int32 milliseconds.
-EXPIRY = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+EXPIRY = format_rfc3339(time.time() + 86400, "seconds")
 EXISTS_ID = 2_000_000_000      # the live reservation exists_reservation asks about
 POKE_ID = 1_999_999_999        # a reserve/cancel pair that makes a server publish
 SERVERS = ("actor", "floor", "echo")
 NAMES = {"actor": "actor", "floor": "I/O floor", "echo": "bare echo"}
 # Targets (issue 11), on tcp with one listener: what the actor adds over the floor
 # where it has work to do, and over the echo where it has almost none.
-FLOOR_TARGETS = {"reserve_now": 1.15, "cancel_reservation": 1.15}
-ECHO_TARGETS = {"ping": 1.15, "exists_reservation": 1.15}
+FLOOR_TARGETS = {Command.RESERVE_NOW: 1.15, Command.CANCEL_RESERVATION: 1.15}
+ECHO_TARGETS = {Command.PING: 1.15, Command.EXISTS_RESERVATION: 1.15}
 TAIL_TARGET = 3.0              # p99.9 over the same command's p50
 TIMEOUT_MS = 5000
 
 
 def reserve(request_id: int, reservation_id: int, evse_id: int, token: str = "BENCH") -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": "reserve_now", "args": {"request": {
+    return msgpack.packb({"id": request_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
         "reservation_id": reservation_id, "id_token": token, "expiry_time": EXPIRY,
-        "evse_id": evse_id, "connector_type": "cCCS2"}}})
+        "evse_id": evse_id, "connector_type": ConnectorType.cCCS2}}})
 
 
 def cancel(request_id: int, reservation_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": "cancel_reservation",
+    return msgpack.packb({"id": request_id, "cmd": Command.CANCEL_RESERVATION,
                           "args": {"reservation_id": reservation_id}})
 
 
 def exists(request_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": "exists_reservation",
+    return msgpack.packb({"id": request_id, "cmd": Command.EXISTS_RESERVATION,
                           "args": {"request": {"id_token": "EXISTS", "evse_id": 2}}})
 
 
 def ping(request_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": "ping"})
+    return msgpack.packb({"id": request_id, "cmd": Command.PING})
 
 
 class Workload:
@@ -130,15 +133,17 @@ def listener_label(listeners: int) -> str:
 def measure(sock: zmq.Socket, work: dict[str, list[bytes]], actor: bool) -> dict[str, list[float]]:
     """One repetition: every command's round-trip times (us)."""
     out: dict[str, list[float]] = {}
-    out["ping"], replies = lockstep(sock, work["ping"])
-    expect(replies, ["pong" if actor else "ping"] * len(replies), "ping")
+    # The echo answers each request with its cmd.
+    out[Command.PING], replies = lockstep(sock, work["ping"])
+    expect(replies, ["pong" if actor else Command.PING] * len(replies), Command.PING)
     times, replies = lockstep(sock, work["pair"])
-    out["reserve_now"], out["cancel_reservation"] = times[0::2], times[1::2]
-    expect(replies, (["Accepted", True] if actor else ["reserve_now", "cancel_reservation"])
-           * (len(replies) // 2), "reserve_now/cancel_reservation")
-    out["exists_reservation"], replies = lockstep(sock, work["exists"])
-    expect(replies, ["ReservedForToken" if actor else "exists_reservation"] * len(replies),
-           "exists_reservation")
+    out[Command.RESERVE_NOW], out[Command.CANCEL_RESERVATION] = times[0::2], times[1::2]
+    expect(replies, ([ReservationResult.ACCEPTED, True] if actor
+                     else [Command.RESERVE_NOW, Command.CANCEL_RESERVATION])
+           * (len(replies) // 2), f"{Command.RESERVE_NOW}/{Command.CANCEL_RESERVATION}")
+    out[Command.EXISTS_RESERVATION], replies = lockstep(sock, work["exists"])
+    expect(replies, [ReservationCheckStatus.RESERVED_FOR_TOKEN if actor
+                     else Command.EXISTS_RESERVATION] * len(replies), Command.EXISTS_RESERVATION)
     return out
 
 
@@ -239,7 +244,7 @@ def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], sa
             for p, label in PERCENTILES:
                 goal = graded and listeners == 1 and p == 50
                 note = ""
-                if cmd == "ping" and p == 50:
+                if cmd == Command.PING and p == 50:
                     note = (f"lock-step DEALER, {n} round trips per command and repetition, the same "
                             "request bytes to all three servers; actor on --store :memory:")
                     if listeners:
@@ -263,7 +268,7 @@ def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], sa
                 samples=floor[cmd][50], baseline=NAMES["echo"], baseline_samples=echo[cmd][50],
                 higher_is_better=False,
                 note=("what the protocol costs: the actor's own reply and updates, no work"
-                      if cmd == "ping" else ""),
+                      if cmd == Command.PING else ""),
                 params={"kind": "floor", "transport": transport, "cmd": cmd, "percentile": 50,
                         "listeners": listeners}))
         if graded and listeners == 1:

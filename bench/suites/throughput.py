@@ -25,7 +25,8 @@ from bench.procs import (
     Listener, Workers, serve_commands, servers, short_tmp, start_actor, start_echo, start_floor,
     station_config,
 )
-from bench.suites.rtt import NAMES, SERVERS, Publishers, listener_label
+from bench.suites.rtt import NAMES, SERVERS, Publishers, cancel, listener_label, reserve
+from protocol.vocabulary import Command
 
 WINDOW = 64
 EVSES = 4
@@ -37,15 +38,11 @@ FLOOR_TARGET = 0.75   # pipelined, with one listener: the actor's share of the f
 
 def requests_for(index: int) -> list[bytes]:
     """Client `index`'s cycle: reserve id n on its own EVSE, cancel id n."""
-    expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
     base = (index + 1) * 10_000_000
     out = []
     for k in range(RING):
-        out.append(msgpack.packb({"id": 2 * k, "cmd": "reserve_now", "args": {"request": {
-            "reservation_id": base + k, "id_token": f"CLIENT{index}", "expiry_time": expiry,
-            "evse_id": index % EVSES + 1, "connector_type": "cCCS2"}}}))
-        out.append(msgpack.packb({"id": 2 * k + 1, "cmd": "cancel_reservation",
-                                  "args": {"reservation_id": base + k}}))
+        out += [reserve(2 * k, base + k, index % EVSES + 1, token=f"CLIENT{index}"),
+                cancel(2 * k + 1, base + k)]
     return out
 
 
@@ -140,7 +137,7 @@ class _Stats:
         self.sock.connect(endpoint)
 
     def __call__(self) -> dict:
-        self.sock.send(msgpack.packb({"id": 0, "cmd": "stats"}))
+        self.sock.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
         return msgpack.unpackb(self.sock.recv())["result"]
 
     def close(self) -> None:
