@@ -31,7 +31,7 @@ import zmq
 
 from actor.config import Config
 from bench.common import Context, Figure, percentile, rotation
-from bench.procs import Workers, rss_kib, short_tmp, start_actor, station_config
+from bench.procs import Workers, rss_kib, serve_commands, short_tmp, start_actor, station_config
 from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
 from protocol.messages import format_rfc3339, parse_rfc3339
@@ -54,32 +54,34 @@ RSS_LIMIT_MIB = 64.0
 # -- client A: the flood ---------------------------------------------------------------------
 
 def flood_process(conn, index: int) -> None:
+    """("flood", endpoint, count): connect and send count get_state requests,
+    never reading a reply; ("close",): drop that socket. Each answered "ok"."""
     context = zmq.Context()
-    sock = None
-    conn.send("up")
+    sockets: list[zmq.Socket] = []
+
+    def handle(command):
+        if command[0] == "flood":
+            _, endpoint, count = command
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            # Hold no more than one unread reply here, and little in the kernel:
+            # the replies A does not read are the actor's to keep or to refuse.
+            sock.setsockopt(zmq.RCVHWM, 1)
+            sock.setsockopt(zmq.RCVBUF, 64 * 1024)
+            sock.connect(endpoint)
+            request = msgpack.packb({"id": 0, "cmd": Command.GET_STATE})
+            for _ in range(count):
+                sock.send(request)
+            sockets.append(sock)
+        elif command[0] == "close":
+            while sockets:
+                sockets.pop().close()
+        return "ok"
+
     try:
-        while True:
-            command = conn.recv()
-            if command is None:
-                return
-            if command[0] == "flood":
-                _, endpoint, count = command
-                sock = context.socket(zmq.DEALER)
-                sock.setsockopt(zmq.LINGER, 0)
-                # Hold no more than one unread reply here, and little in the kernel:
-                # the replies A does not read are the actor's to keep or to refuse.
-                sock.setsockopt(zmq.RCVHWM, 1)
-                sock.setsockopt(zmq.RCVBUF, 64 * 1024)
-                sock.connect(endpoint)
-                request = msgpack.packb({"id": 0, "cmd": Command.GET_STATE})
-                for _ in range(count):
-                    sock.send(request)
-            elif command[0] == "close" and sock is not None:
-                sock.close()
-                sock = None
-            conn.send("ok")
+        serve_commands(conn, handle)
     finally:
-        if sock is not None:
+        for sock in sockets:
             sock.close()
         context.term()
 
