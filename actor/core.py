@@ -403,7 +403,7 @@ class ReservationCore:
             "seq": self.seq,
             "reservations_enabled": self.reservations_enabled,
             "non_evse_specific": self.non_evse_specific,
-            "reservations": [r.to_wire() for r in self._reservations.values()],
+            "reservations": list(self._reservations.values()),
             "evses": [{"id": evse.id, **_evse_state(evse),
                        "reserved": self._shown[evse.id] is not None,
                        "reservation_id": self._shown[evse.id]}
@@ -609,7 +609,7 @@ class ReservationCore:
                 "evse_id": reservation.evse_id}
         if status is Status.PLACED:
             # The whole reservation, so a listener can mirror get_state from updates alone.
-            body["reservation"] = reservation.to_wire()
+            body["reservation"] = reservation
         self._publish(Topic.RESERVATION_UPDATE, body, updates)
 
     def _publish(self, topic: Topic, body: dict[str, Any], updates: list) -> None:

@@ -48,12 +48,12 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-import msgpack
+import msgspec
 import zmq
 
-from protocol.messages import ProtocolError, parse_command
+from protocol.messages import decode_args
 from protocol.vocabulary import Command, ErrorCode, Topic
-from protocol.wire import Encoder, decode_request
+from protocol.wire import Encoder, ProtocolError, decode_request
 
 from . import logs
 from .clock import UtcClock
@@ -377,7 +377,7 @@ class Actor:
                                     f"more than {MAX_FRAMES} frames; a request is one frame "
                                     "after its routing frames")
             request_id, cmd, args = decode_request(frames[-1])
-            command = parse_command(cmd, args)
+            command = decode_args(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
                 return self._encode.result(request_id, answer_here())
@@ -436,7 +436,7 @@ class Actor:
         if first_write is None:
             return
         for frames in replies[first_write:]:
-            reply = msgpack.unpackb(frames[-1])
+            reply = msgspec.msgpack.decode(frames[-1])
             if reply["ok"]:
                 self.errors[ErrorCode.STORE_FAILED] += 1
                 frames[-1] = self._encode.error(reply["id"], ErrorCode.STORE_FAILED,

@@ -18,8 +18,9 @@ import sqlite3
 from pathlib import Path
 from typing import Protocol
 
-from protocol.messages import ProtocolError, parse_command
-from protocol.vocabulary import Command, ConnectorState
+from protocol.messages import reservation_from
+from protocol.vocabulary import ConnectorState
+from protocol.wire import ProtocolError
 
 from .core import Changes, StoredState
 
@@ -231,13 +232,11 @@ class Store:
                 "SELECT reservation_id, id_token, expiry_time, evse_id, parent_id_token, "
                 "connector_type FROM reservation ORDER BY position"):
             try:
-                state.reservations.append(parse_command(Command.RESERVE_NOW, {"request": {
+                state.reservations.append(reservation_from({
                     "reservation_id": rid, "id_token": token, "expiry_time": expiry_time,
-                    "evse_id": evse_id, "parent_id_token": parent, "connector_type": ctype,
-                }}).request)
+                    "evse_id": evse_id, "parent_id_token": parent, "connector_type": ctype}))
             except ProtocolError as error:
-                raise self._malformed(
-                    f"reservation {rid!r}: {error.message.removeprefix('args.request.')}") from None
+                raise self._malformed(f"reservation {rid!r}: {error.message}") from None
         for evse_id, plugged in db.execute("SELECT evse_id, plugged_in FROM evse"):
             if type(plugged) is not int or plugged not in (0, 1):
                 raise self._malformed(f"evse {evse_id!r}: plugged_in is {plugged!r}, not 0 or 1")

@@ -17,21 +17,14 @@ import itertools
 import time
 from typing import Any, Generator, Iterator
 
-import msgpack
 import zmq
 import zmq.auth
 
 from .vocabulary import Command, ReservationUpdateStatus, Topic
-from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply, decode_update
-
-
-class CommandFailed(Exception):
-    """The actor answered with an error; `code` is one of the protocol's error codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+from .wire import (
+    DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, CommandFailed, decode_reply, decode_update,
+    encode_request, result_of,
+)
 
 
 def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) -> None:
@@ -47,20 +40,6 @@ def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) 
         raise ValueError(f"{client_key} holds no secret key; pass the .key_secret file")
     sock.curve_publickey = public
     sock.curve_secretkey = secret
-
-
-def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None) -> bytes:
-    request: dict[str, Any] = {"id": request_id, "cmd": cmd}
-    if args is not None:
-        request["args"] = args
-    return msgpack.packb(request)
-
-
-def result_of(reply: dict[str, Any]) -> Any:
-    if reply.get("ok"):
-        return reply.get("result")
-    error = reply.get("error") or {}
-    raise CommandFailed(error.get("code", "?"), error.get("message", ""))
 
 
 def timed_out(endpoint: str, wait: float) -> TimeoutError:

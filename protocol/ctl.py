@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from .client import RESYNC, Client, CommandFailed, Watcher
-from .messages import format_rfc3339
+from .rfc3339 import format_rfc3339
 from .vocabulary import ConnectorEventType, ConnectorType
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 

@@ -1,78 +1,148 @@
-"""Framing of wire protocol v1: msgpack request and reply maps, two-frame updates.
+"""Framing of wire protocol v1: the request envelope, replies, two-frame updates,
+and the errors both sides speak. msgspec is the msgpack codec.
 
 See PROTOCOL.md beside this file for the reference text; the two are kept in step.
+A request is decoded in two steps: the envelope here, keeping `args` raw (still
+msgpack), then `args` by the command's own decoder (`messages.decode_args`), so
+a request costs one pass over its bytes and a refusal names the right field.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-import msgpack
+import msgspec
 
-from .messages import ProtocolError
 from .vocabulary import ErrorCode
 
 DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
 
-_REQUEST_KEYS = frozenset({"id", "cmd", "args"})
 
-# A valid request is a few small maps of short strings; these bounds make a
-# hostile frame cost no more to refuse than a valid one costs to decode.
-UNPACK_LIMITS = dict(max_str_len=4096, max_bin_len=4096, max_array_len=64, max_map_len=32)
+class ProtocolError(Exception):
+    """A request the actor refuses, with the ErrorCode a client can act on."""
+
+    request_id: Any = None   # set when the request's id could be read, to echo it
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-def decode_request(body: bytes) -> tuple[Any, str, Any]:
-    """(id, cmd, args) of a request frame. Raises ProtocolError(bad_request);
-    the error carries the id when one could be read so the reply can echo it."""
+class CommandFailed(Exception):
+    """The actor answered with an error; `code` is one of the protocol's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+NO_ARGS = msgspec.Raw(b"\x80")   # msgpack's empty map: what absent (or nil) args mean
+MAX_ID_LENGTH = 4096   # an id is echoed in the reply: a longer one is not an id but a load
+
+
+class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    cmd: str
+    id: int | Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | None = None
+    args: msgspec.Raw = NO_ARGS   # kept as msgpack, for the command's decoder
+
+
+class Error(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: str
+    message: str
+
+
+class _Ok(msgspec.Struct, frozen=True):
+    id: Any
+    ok: bool
+    result: Any
+
+
+class _Failed(msgspec.Struct, frozen=True):
+    id: Any
+    ok: bool
+    error: Error
+
+
+_decode_request = msgspec.msgpack.Decoder(Request).decode
+_MAPS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}   # fixmap, map 16, map 32
+_NIL = 0xC0
+_REQUEST_KEYS = "a request is a map with cmd and optionally id, args"
+
+
+def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw]:
+    """(id, cmd, args) of a request frame, args still msgpack. Raises
+    ProtocolError(bad_request), carrying the id when one could be read so the
+    reply can echo it."""
     try:
-        request = msgpack.unpackb(body, raw=False, **UNPACK_LIMITS)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"request is not valid msgpack ({type(exc).__name__})") from None
-    if type(request) is not dict:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "request must be a msgpack map with keys id, cmd, args")
-    request_id = request.get("id")
+        request = _decode_request(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
+        raise _bad_request(body, error) from None
+    args = request.args
+    if args is not NO_ARGS:
+        first = memoryview(args)[0]
+        if first == _NIL:
+            args = NO_ARGS
+        elif first not in _MAPS:
+            refused = ProtocolError(ErrorCode.BAD_REQUEST, "args must be a map (or absent)")
+            refused.request_id = request.id
+            raise refused
+    return request.id, request.cmd, args
+
+
+def _bad_request(body: bytes, error: Exception) -> ProtocolError:
+    if isinstance(error, msgspec.ValidationError):
+        what, _, where = str(error).partition(" - at `$")
+        where = "request" + where.rstrip("`")
+        refused = ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: {what}; {_REQUEST_KEYS}")
+    else:
+        refused = ProtocolError(ErrorCode.BAD_REQUEST, f"request is not valid msgpack ({error})")
+    # Echo the id if there is one to read, whatever else is wrong (only on this path).
     try:
-        if request_id is not None and type(request_id) not in (int, str):
-            request_id = None
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "id must be an integer or a string")
-        if not _REQUEST_KEYS.issuperset(request):
-            extra = request.keys() - _REQUEST_KEYS
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
-                                             "a request has id, cmd, args")
-        cmd = request.get("cmd")
-        if type(cmd) is not str:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "request has no cmd string")
-        args = request.get("args")
-        if args is not None and type(args) is not dict:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"args must be a map (or absent), got a "
-                                             f"{type(args).__name__}")
-        return request_id, cmd, args
-    except ProtocolError as error:
-        error.request_id = request_id
-        raise
+        request = msgspec.msgpack.decode(body)
+    except (msgspec.DecodeError, RecursionError, TypeError, ValueError):
+        return refused
+    if type(request) is dict:
+        request_id = request.get("id")
+        if type(request_id) is int or type(request_id) is str and len(request_id) <= MAX_ID_LENGTH:
+            refused.request_id = request_id
+    return refused
+
+
+def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None) -> bytes:
+    request: dict[str, Any] = {"id": request_id, "cmd": cmd}
+    if args is not None:
+        request["args"] = args
+    return msgspec.msgpack.encode(request)
 
 
 class Encoder:
-    """Replies and update bodies, packed with a msgpack Packer of its own
-    (msgpack.packb builds one per call, a third of packing a small reply).
-    A Packer is not thread-safe: one Encoder per thread."""
+    """Replies and update bodies. An expiry_time (messages.Rfc3339Time) is
+    written as the text it holds. One Encoder per thread."""
 
     def __init__(self) -> None:
-        self.pack = msgpack.Packer().pack
+        self.pack = msgspec.msgpack.Encoder(enc_hook=str).encode
 
     def result(self, request_id: Any, result: Any) -> bytes:
-        return self.pack({"id": request_id, "ok": True, "result": result})
+        return self.pack(_Ok(request_id, True, result))
 
     def error(self, request_id: Any, code: ErrorCode, message: str) -> bytes:
-        return self.pack({"id": request_id, "ok": False,
-                          "error": {"code": code, "message": message}})
+        return self.pack(_Failed(request_id, False, Error(code, message)))
 
 
 def decode_reply(body: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(body, raw=False)
+    return msgspec.msgpack.decode(body)
+
+
+def result_of(reply: dict[str, Any]) -> Any:
+    if reply.get("ok"):
+        return reply.get("result")
+    error = reply.get("error") or {}
+    raise CommandFailed(error.get("code", "?"), error.get("message", ""))
 
 
 def decode_update(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
     topic, body = frames
-    return topic.decode(), msgpack.unpackb(body, raw=False)
+    return topic.decode(), msgspec.msgpack.decode(body)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import msgspec
 
 from protocol.client import Client, Subscriber
-from protocol.messages import format_rfc3339
+from protocol.rfc3339 import format_rfc3339
+from protocol.wire import Encoder
 
 PROBE_ID = 2_000_000_000   # a reservation id no test uses for anything else
+_ENCODER = Encoder()
+
+
+def on_the_wire(value: Any) -> Any:
+    """`value` (a result or an update body) as a client reads it: through the actor's encoder."""
+    return msgspec.msgpack.decode(_ENCODER.pack(value))
 
 
 def rfc3339(epoch: float) -> str:

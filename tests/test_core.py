@@ -15,7 +15,7 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     PlugEvent, ProtocolError, UseReservation, parse_command,
 )
-from .helpers import rfc3339
+from .helpers import on_the_wire, rfc3339
 
 NOW = 1000.0
 TICK = 0.01
@@ -73,7 +73,7 @@ def plug(core, evse, plugged_in=True, now=NOW):
 
 
 def state(core, now=NOW) -> dict:
-    return core.apply(GetState(), now).result
+    return on_the_wire(core.apply(GetState(), now).result)
 
 
 def live(core, now=NOW) -> list[int]:

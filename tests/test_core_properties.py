@@ -25,7 +25,7 @@ from protocol.messages import (
 )
 # The connector table as the issue states it, written out once in test_connector.
 from tests.test_connector import SPEC_TRANSITIONS as TRANSITIONS
-from tests.helpers import rfc3339
+from tests.helpers import on_the_wire, rfc3339
 
 
 START = 1000.0
@@ -148,7 +148,8 @@ class CoreMachine(RuleBasedStateMachine):
 
     def run(self, command):
         outcome = self.core.apply(command, self.now)
-        return outcome.result, self.observe(outcome.updates)
+        return on_the_wire(outcome.result), self.observe(
+            [(topic, on_the_wire(body)) for topic, body in outcome.updates])
 
     def snapshot(self) -> dict:
         result, seen = self.run(GetState())

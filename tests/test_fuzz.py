@@ -37,9 +37,11 @@ from hypothesis.stateful import (
 from actor.server import MAX_FRAMES
 from bench.everest_baseline import arrival_orders_hold
 from bench.procs import station_config
-from protocol.messages import ProtocolError, parse_command, parse_rfc3339
+from protocol.messages import decode_args, parse_command
+from protocol.rfc3339 import parse_rfc3339
+from protocol.wire import ProtocolError
 from protocol.vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
-from protocol.wire import UNPACK_LIMITS, decode_request
+from protocol.wire import MAX_ID_LENGTH, decode_request
 
 from .conftest import start_actor
 
@@ -286,14 +288,15 @@ def encode(request: Request, now: float, request_id: Any) -> bytes:
 
 def readable_id(frame: bytes) -> Any:
     """The id the reply must echo: the request's, when the frame is a map
-    (within the unpack limits) whose id is an int or a string."""
+    whose id is an int or a string of at most MAX_ID_LENGTH characters."""
     try:
-        message = msgpack.unpackb(frame, raw=False, **UNPACK_LIMITS)
+        message = msgpack.unpackb(frame, raw=False)
     except Exception:
         return None
-    if type(message) is not dict or type(message.get("id")) not in (int, str):
-        return None
-    return message["id"]
+    request_id = message.get("id") if type(message) is dict else None
+    if type(request_id) is int or type(request_id) is str and len(request_id) <= MAX_ID_LENGTH:
+        return request_id
+    return None
 
 
 # -- 1. the actor over real sockets ----------------------------------------------------------
@@ -515,7 +518,7 @@ def decode_and_validate(frame: bytes) -> None:
     try:
         with default_recursion_limit():
             _, cmd, args = decode_request(frame)
-            parse_command(cmd, args)
+            decode_args(cmd, args)
     except ProtocolError as error:
         assert error.code in EXPECTED_CODES, error.code
         assert type(error.message) is str and error.message
@@ -543,7 +546,7 @@ def test_decoder_refuses_arbitrary_bytes_only_with_protocol_errors(frame):
 @given(request=requests(mutate=False))
 def test_validator_accepts_every_well_formed_request(request):
     _, cmd, args = decode_request(encode(request, NOW, 1))
-    parse_command(cmd, args)
+    decode_args(cmd, args)
 
 
 @pytest.mark.parametrize("text", INVALID_TIMES)

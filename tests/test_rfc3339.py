@@ -7,7 +7,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from protocol.messages import ProtocolError, parse_rfc3339
+from protocol.messages import parse_command
+from protocol.rfc3339 import parse_rfc3339
+from protocol.wire import ProtocolError
 
 
 @pytest.mark.parametrize("leap, following", [
@@ -36,7 +38,11 @@ def test_every_day_may_end_in_a_leap_second(day):
     "2016-12-32T23:59:60Z",
 ])
 def test_second_60_anywhere_else_is_refused(value):
+    with pytest.raises(ValueError, match="second 60|not a valid date-time"):
+        parse_rfc3339(value)
     with pytest.raises(ProtocolError) as refused:
-        parse_rfc3339(value, "args.request.expiry_time")
+        parse_command("reserve_now", {"request": {"reservation_id": 1, "id_token": "T",
+                                                  "expiry_time": value}})
     assert refused.value.code == "invalid_argument"
-    assert "args.request.expiry_time" in refused.value.message and value in refused.value.message
+    assert refused.value.message.startswith("args.request.expiry_time: ")
+    assert value in refused.value.message

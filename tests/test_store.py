@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -32,7 +33,7 @@ from actor.store import MEMORY, SCHEMA_VERSION, MemoryStore, Store, StoreError, 
 from protocol.client import Client, CommandFailed
 from protocol.messages import (
     CancelReservation, ConnectorEvent, PlugEvent, Reservation, UseReservation,
-    parse_command, parse_rfc3339,
+    Rfc3339Time, parse_command,
 )
 
 from .conftest import start_actor
@@ -66,9 +67,8 @@ def station(n: int) -> list[tuple[int, list[tuple[int, str]]]]:
 def reservation(rid, token="TOKEN", *, evse=None, ctype=None, parent=None,
                 expiry=EXPIRY) -> Reservation:
     text = rfc3339(expiry)
-    return Reservation(reservation_id=rid, id_token=token, expiry_time=text,
-                       expiry=parse_rfc3339(text), evse_id=evse, parent_id_token=parent,
-                       connector_type=ctype)
+    return Reservation(reservation_id=rid, id_token=token, expiry_time=Rfc3339Time(text),
+                       evse_id=evse, parent_id_token=parent, connector_type=ctype)
 
 
 def reserve_cmd(rid, token="TOKEN", *, expiry=EXPIRY, **fields):
@@ -401,7 +401,7 @@ def stored_view(path, config: Config = None) -> dict:
     evses = {e.id: (False, {cid: "Available" for cid, _ in e.connectors})
              for e in (config or STATION).evses}
     evses.update(stored.evses)
-    return {"seq": stored.seq, "reservations": [r.to_wire() for r in stored.reservations],
+    return {"seq": stored.seq, "reservations": [msgspec.to_builtins(r, enc_hook=str) for r in stored.reservations],
             "evses": evses}
 
 

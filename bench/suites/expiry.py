@@ -37,7 +37,7 @@ import zmq
 
 from bench.common import Context, Figure, percentile
 from bench.procs import cpu_seconds, servers, short_tmp, start_actor, station_config
-from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.rfc3339 import format_rfc3339, parse_rfc3339
 from protocol.vocabulary import (
     Command, ConnectorType, ReservationResult, ReservationUpdateStatus, Topic,
 )

@@ -34,7 +34,7 @@ from bench.common import Context, Figure, percentile, rotation
 from bench.procs import Workers, rss_kib, serve_commands, short_tmp, start_actor, station_config
 from bench.suites.expiry import TICK_MS
 from bench.suites.rtt import cancel, connect, lockstep, ping, reserve
-from protocol.messages import format_rfc3339, parse_rfc3339
+from protocol.rfc3339 import format_rfc3339, parse_rfc3339
 from protocol.vocabulary import Command, ReservationResult, ReservationUpdateStatus, Topic
 
 SUITE = "fairness"

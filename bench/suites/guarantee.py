@@ -43,7 +43,8 @@ from actor.core import ReservationCore
 from actor.guarantee import guarantee_holds
 from bench.common import Context, Figure
 from bench.everest_baseline import arrival_orders_hold
-from protocol.messages import Reservation, ReserveNow
+from protocol.messages import Reservation, ReserveNow, Rfc3339Time
+from protocol.rfc3339 import format_rfc3339
 from protocol.vocabulary import ConnectorType, ReservationResult
 
 SUITE = "guarantee"
@@ -90,7 +91,7 @@ class Scenario:
         self.signatures = [frozenset(types) for types in self._evses[:n]]
         self.wanted = self._wanted[:max(1, round(LOAD * n))]
         self.commands = [ReserveNow(Reservation(
-            reservation_id=i, id_token=f"CAR{i}", expiry_time="", expiry=EXPIRY,
+            reservation_id=i, id_token=f"CAR{i}", expiry_time=Rfc3339Time(format_rfc3339(EXPIRY)),
             connector_type=t)) for i, t in enumerate(self.wanted, 1)]
         # Every state the sequence passes through: the cars already reserved
         # plus the one asking. Nothing else changes, so every EVSE stays free.

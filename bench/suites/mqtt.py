@@ -119,7 +119,8 @@ def responder(port: int) -> None:
     from actor.config import DEFAULT_STATION
     from actor.core import ReservationCore
     from actor.clock import UtcClock
-    from protocol.messages import ProtocolError, parse_command
+    from protocol.messages import parse_command
+    from protocol.wire import ProtocolError
 
     clock = UtcClock()
     core = ReservationCore(((e.id, e.connectors) for e in DEFAULT_STATION), tick=0.01, now=clock())

@@ -26,7 +26,7 @@ import time
 
 from bench.common import Context, Figure, percentile
 from bench.procs import OCPP_CONNECTED, servers, start_actor, start_process
-from protocol.messages import format_rfc3339
+from protocol.rfc3339 import format_rfc3339
 
 BRIDGE, NULL = "bridge", "null"
 PERCENTILES = ((50, "p50"), (99, "p99"))

@@ -37,7 +37,7 @@ from bench.common import Context, Figure, percentile, rotation
 from bench.procs import (
     Listener, Server, endpoint, servers, short_tmp, start_actor, start_echo, start_floor,
 )
-from protocol.messages import format_rfc3339
+from protocol.rfc3339 import format_rfc3339
 from protocol.vocabulary import Command, ConnectorType, ReservationCheckStatus, ReservationResult
 
 COMMANDS = (Command.PING, Command.RESERVE_NOW, Command.CANCEL_RESERVATION,

@@ -19,7 +19,7 @@ from ocpp.exceptions import InternalError, OCPPError
 
 from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
-from ..messages import format_rfc3339, parse_rfc3339
+from ..rfc3339 import format_rfc3339, parse_rfc3339
 from ..vocabulary import ReservationResult, ReservationUpdateStatus, Topic
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT
