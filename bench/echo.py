@@ -144,7 +144,8 @@ def update_messages(first: int, count: int, templates: list | None = None) -> li
         else:
             reserved = n % 4 == 1
             body = {"evse_id": 1, "reserved": reserved,
-                    "reservation_id": 100000 + n // 4 if reserved else None, "seq": seq}
+                    "reservation_id": 100000 + n // 4 if reserved else None,
+                    "held_for_non_evse_specific": False, "seq": seq}
             out.append([TOPICS[1], packb(body)])
     return out
 

@@ -324,7 +324,8 @@ class Mirror:
             evse = next((e for e in self.state["evses"] if e["id"] == body["evse_id"]), None)
             if evse is None:
                 return False   # not in our snapshot's station: take a new one
-            fields = (("reserved", "reservation_id") if topic == Topic.EVSE_RESERVED
+            fields = (("reserved", "reservation_id", "held_for_non_evse_specific")
+                      if topic == Topic.EVSE_RESERVED
                       else ("plugged_in", "connectors"))
             evse.update((key, body[key]) for key in fields)
             return True
