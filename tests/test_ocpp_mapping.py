@@ -53,19 +53,25 @@ def test_every_actor_result_and_state_has_an_ocpp_word():
                                         ReservationUpdateStatus.REMOVED}
 
 
-def evse(states, plugged_in=False, reserved=False) -> dict:
-    return {"id": 1, "plugged_in": plugged_in, "reserved": reserved,
-            "reservation_id": 7 if reserved else None,
+HELD = "held"
+
+
+def evse(states, plugged_in=False, shown=None) -> dict:
+    """`shown`: None (not reserved), its specific reservation's id, or HELD."""
+    held = shown == HELD
+    return {"id": 1, "plugged_in": plugged_in, "reserved": shown is not None,
+            "reservation_id": None if held else shown, "held_for_non_evse_specific": held,
             "connectors": [{"id": n, "type": "cCCS2", "state": s} for n, s in enumerate(states, 1)]}
 
 
-EVSES = [evse(states, plugged, reserved)
+# -1 is a reservation id like any other, not "held".
+EVSES = [evse(states, plugged, shown)
          for states in itertools.product(list(ConnectorState), repeat=2)
-         for plugged in (False, True) for reserved in (False, True)]
+         for plugged in (False, True) for shown in (None, -1, HELD)]
 
 
 @pytest.mark.parametrize("station", EVSES, ids=lambda e: f"{e['connectors']}-{e['plugged_in']}"
-                         f"-{e['reserved']}")
+                         f"-{e['reservation_id']}-{e['held_for_non_evse_specific']}")
 def test_status_rules(station):
     states = [c["state"] for c in station["connectors"]]
     got201 = connector_statuses_201({"evses": [station]})
