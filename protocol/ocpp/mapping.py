@@ -130,8 +130,9 @@ CONNECTOR_STATUS_201: dict[ConnectorState, v201.ConnectorStatusEnumType] = {
 def connector_statuses_201(state: dict[str, Any]) -> dict[tuple[int, int], str]:
     """(evse id, connector id) -> 2.0.1 connector status. A connector that would
     be Available is Occupied on a plugged-in EVSE and Reserved on an EVSE the
-    actor shows reserved; the other states keep their own status (a faulted or
-    disabled connector stays so whatever its EVSE's plug says)."""
+    actor shows reserved (`reserved`: by its own reservation, whatever its id,
+    or held back for non-EVSE-specific ones); the other states keep their own
+    status (a faulted or disabled connector stays so whatever its EVSE's plug says)."""
     statuses = {}
     for evse in state["evses"]:
         for connector in evse["connectors"]:
