@@ -15,7 +15,7 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     PlugEvent, ProtocolError, UseReservation, parse_command,
 )
-from .helpers import rfc3339
+from .helpers import HELD, reserved_by, rfc3339
 
 NOW = 1000.0
 TICK = 0.01
@@ -86,19 +86,13 @@ def statuses(updates) -> list[tuple[int, str]]:
             for topic, body in updates if topic == UPDATE]
 
 
-HELD = "held for non-EVSE-specific reservations"
-
-
 def reserved(updates) -> dict[int, tuple[bool, int | str | None]]:
     """The evse_reserved updates as {evse_id: (reserved, the specific reservation's id or HELD)}."""
     out = {}
     for topic, body in updates:
         if topic == RESERVED:
             assert body["evse_id"] not in out, "one update per EVSE and change"
-            held, rid = body["held_for_non_evse_specific"], body["reservation_id"]
-            assert not (held and rid is not None), "held and reserved by a specific reservation"
-            assert body["reserved"] == (held or rid is not None)
-            out[body["evse_id"]] = (body["reserved"], HELD if held else rid)
+            out[body["evse_id"]] = (body["reserved"], reserved_by(body))
     return out
 
 

@@ -25,7 +25,7 @@ from protocol.messages import (
 )
 # The connector table as the issue states it, written out once in test_connector.
 from tests.test_connector import SPEC_TRANSITIONS as TRANSITIONS
-from tests.helpers import rfc3339
+from tests.helpers import HELD, reserved_by, rfc3339
 
 
 START = 1000.0
@@ -77,18 +77,6 @@ def holds(cars, free) -> bool:
 
 def signature(evse: dict) -> frozenset[str]:
     return frozenset(c["type"] for c in evse["connectors"] if c["state"] == "Available")
-
-
-HELD = "held for non-EVSE-specific reservations"
-
-
-def shown(evse: dict) -> int | str | None:
-    """What an evse_reserved update or a get_state EVSE shows: the specific
-    reservation's id, HELD, or None; each reason in a field of its own."""
-    held, rid = evse["held_for_non_evse_specific"], evse["reservation_id"]
-    assert not (held and rid is not None), "held and reserved by a specific reservation"
-    assert evse["reserved"] == (held or rid is not None)
-    return HELD if held else rid
 
 
 def free_signatures(snapshot: dict, specific_evses, *, plugged_blocks: bool = True) -> dict[int, frozenset]:
@@ -147,7 +135,7 @@ class CoreMachine(RuleBasedStateMachine):
                 seen.append((rid, status))
             elif topic == "evse_reserved":
                 evse_id = body["evse_id"]
-                value = shown(body)
+                value = reserved_by(body)
                 assert value != self.shown[evse_id], "evse_reserved published without a change"
                 self.shown[evse_id] = value
             elif topic == "evse_state":
@@ -438,7 +426,7 @@ class CoreMachine(RuleBasedStateMachine):
         expected = {e["id"]: specific.get(e["id"], HELD if e["id"] in held else None)
                     for e in snapshot["evses"]}
         assert self.shown == expected
-        assert {e["id"]: shown(e) for e in snapshot["evses"]} == expected
+        assert {e["id"]: reserved_by(e) for e in snapshot["evses"]} == expected
 
 
 CoreMachine.TestCase.settings = settings(

@@ -25,6 +25,8 @@ from protocol.vocabulary import (
     ConnectorState, ConnectorType, ErrorCode, ReservationResult, ReservationUpdateStatus,
 )
 
+from .helpers import HELD
+
 SCHEMAS = Path(ocpp.v201.__file__).parent / "schemas"
 
 
@@ -53,21 +55,18 @@ def test_every_actor_result_and_state_has_an_ocpp_word():
                                         ReservationUpdateStatus.REMOVED}
 
 
-HELD = "held"
-
-
-def evse(states, plugged_in=False, shown=None) -> dict:
-    """`shown`: None (not reserved), its specific reservation's id, or HELD."""
-    held = shown == HELD
-    return {"id": 1, "plugged_in": plugged_in, "reserved": shown is not None,
-            "reservation_id": None if held else shown, "held_for_non_evse_specific": held,
+def evse(states, plugged_in=False, reserved_by=None) -> dict:
+    """`reserved_by`: None (not reserved), its specific reservation's id, or HELD."""
+    held = reserved_by == HELD
+    return {"id": 1, "plugged_in": plugged_in, "reserved": reserved_by is not None,
+            "reservation_id": None if held else reserved_by, "held_for_non_evse_specific": held,
             "connectors": [{"id": n, "type": "cCCS2", "state": s} for n, s in enumerate(states, 1)]}
 
 
 # -1 is a reservation id like any other, not "held".
-EVSES = [evse(states, plugged, shown)
+EVSES = [evse(states, plugged, reserved_by)
          for states in itertools.product(list(ConnectorState), repeat=2)
-         for plugged in (False, True) for shown in (None, -1, HELD)]
+         for plugged in (False, True) for reserved_by in (None, -1, HELD)]
 
 
 @pytest.mark.parametrize("station", EVSES, ids=lambda e: f"{e['connectors']}-{e['plugged_in']}"
