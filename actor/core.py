@@ -61,14 +61,10 @@ _REFUSAL = {
 }
 
 
-
 class _HeldForNonSpecific:
     """What an EVSE held back for non-EVSE-specific reservations shows. Not an
     int: a client may give a reservation any int32 id, -1 included, so no id
     can also mean "held"."""
-
-    def __repr__(self) -> str:
-        return "HELD_FOR_NON_SPECIFIC"
 
 
 HELD_FOR_NON_SPECIFIC = _HeldForNonSpecific()
