@@ -6,6 +6,7 @@ runs its own actor, CSMS and bridge processes."""
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from bench.procs import ROOT
+from protocol.ocpp.station import Backoff
 
 from .conftest import start_actor
 from .helpers import in_future
@@ -121,6 +123,31 @@ def test_reservations_disabled_in_the_actor(version, short_tmp):
             response = csms.call(call16.GetConfiguration(key=["ReserveConnectorZeroSupported"]))
             assert response.configuration_key == [
                 {"key": "ReserveConnectorZeroSupported", "readonly": True, "value": "false"}]
+    finally:
+        setup.stop()
+
+
+def test_backoff_doubles_to_its_limit_and_resets():
+    backoff = Backoff(first=1, last=30)
+    assert [backoff.delay() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    backoff.reset()
+    assert [backoff.delay() for _ in range(2)] == [1, 2]
+
+
+def test_reconnect_delay_is_back_to_1_s_after_an_accepted_boot():
+    """The CSMS accepts, then drops the connection, three times: each
+    reconnection waits 1 s, as after the first drop (the bridge logs the delay
+    it chose)."""
+    setup = start_setup("2.0.1")
+    csms = setup.csms
+    try:
+        for dropped in range(3):
+            csms.drop()
+            csms.wait_session(dropped + 2)
+            # Statuses follow only an accepted boot.
+            csms.wait(lambda m: m.session == dropped + 1 and m.action == "StatusNotification",
+                      what="the reconnected station's statuses")
+        assert re.findall(r"reconnecting in (\S+) s", setup.bridge.log()) == ["1"] * 3
     finally:
         setup.stop()
 
