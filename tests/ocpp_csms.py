@@ -3,7 +3,9 @@
 `Csms` is the central-system side of the same `ocpp` library the bridge uses:
 `websockets` serving on 127.0.0.1 (port 0), one `ocpp.v201.ChargePoint` or
 `ocpp.v16.ChargePoint` per connection that records every message the station
-sends and answers it, and that can `call` the station. It runs its own event
+sends and answers it, and that can `call` the station. It can be hostile:
+answer BootNotification with another status, or hold it unanswered
+(`boot_status`). It runs its own event
 loop in a thread, so one CSMS can serve all tests of a module while each test
 stays plain synchronous code; every wait is for a condition, with a deadline.
 """
@@ -20,6 +22,7 @@ from typing import Any, Callable
 import ocpp.v16
 import ocpp.v201
 import pytest
+from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
@@ -63,13 +66,23 @@ class _Recording:
         self.csms.messages.append(Message(self.session, action, payload))
         self.csms.arrived.set()
 
+    async def route_message(self, raw_msg):
+        # A held BootNotification must not stop this connection's other messages.
+        if self.csms.boot_status is None:
+            msg = unpack(raw_msg)
+            if msg.message_type_id == MessageType.Call and msg.action == "BootNotification":
+                self.record(msg.action, msg.payload)
+                self.csms.held_boots.append((self, msg))
+                return
+        await super().route_message(raw_msg)
+
 
 class Central201(_Recording, ocpp.v201.ChargePoint):
     @on(Action201.boot_notification)
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result201.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                          status=Registration201.accepted)
+                                          status=self.csms.boot_status)
 
     @on(Action201.status_notification)
     def on_status_notification(self, **payload):
@@ -92,7 +105,7 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result16.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                         status=Registration16.accepted)
+                                         status=self.csms.boot_status)
 
     @on(Action16.status_notification)
     def on_status_notification(self, **payload):
@@ -105,7 +118,8 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
         return result16.Heartbeat(current_time=now())
 
 
-CENTRALS = {"2.0.1": ("ocpp2.0.1", Central201), "1.6": ("ocpp1.6", Central16)}
+CENTRALS = {"2.0.1": ("ocpp2.0.1", Central201, Registration201),
+            "1.6": ("ocpp1.6", Central16, Registration16)}
 
 
 class Csms:
@@ -113,8 +127,12 @@ class Csms:
                  tls: ssl.SSLContext | None = None) -> None:
         self.version = version
         self.tls = tls
-        self.subprotocol, self.central = CENTRALS[version]
+        self.subprotocol, self.central, self.registration = CENTRALS[version]
+        # BootNotification's interval: the heartbeat's once Accepted, else the wait before the next.
         self.heartbeat = heartbeat
+        # What BootNotification is answered with; None: held unanswered (`answer_boots`).
+        self.boot_status: str | None = self.registration.accepted
+        self.held_boots: list = []   # (central, Call) of each BootNotification held
         self.messages: list[Message] = []
         self.sessions: list[Any] = []     # the central-side charge point of each connection
         self.headers: list = []           # each connection's HTTP request headers
@@ -159,6 +177,28 @@ class Csms:
         """Call the station on the latest connection: its response, or the
         library's exception for a CallError."""
         return self.run(self.sessions[-1].call(payload, suppress=False, **kwargs))
+
+    def assert_unanswered(self, payload, within: float) -> None:
+        """Call the station on the latest connection and fail if any answer
+        (a CallError too) arrives within `within` seconds."""
+        try:
+            answer = self.run(asyncio.wait_for(self.sessions[-1].call(payload, suppress=False),
+                                               within), timeout=within + 5)
+        except TimeoutError:
+            return
+        except Exception as error:
+            answer = error
+        raise AssertionError(f"the station answered {payload}: {answer!r}")
+
+    def answer_boots(self, status: str) -> None:
+        """Answer every held BootNotification with `status` (later ones are
+        held as before)."""
+        async def answer() -> None:
+            for central, msg in self.held_boots:
+                await central._send(msg.create_call_result(
+                    {"currentTime": now(), "interval": self.heartbeat, "status": status}).to_json())
+            self.held_boots.clear()
+        self.run(answer())
 
     def drop(self) -> None:
         """Close the latest connection from the CSMS side."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ocpp.exceptions import InternalError
+from ocpp.exceptions import InternalError, SecurityError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
@@ -23,7 +23,7 @@ from protocol.ocpp.station import Backoff
 
 from .conftest import start_actor
 from .helpers import in_future
-from .ocpp_csms import shown, start_setup
+from .ocpp_csms import LOOPBACK, Csms, Setup, all_available, shown, start_bridge, start_setup
 from .test_security import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,6 +123,72 @@ def test_reservations_disabled_in_the_actor(version, short_tmp):
             response = csms.call(call16.GetConfiguration(key=["ReserveConnectorZeroSupported"]))
             assert response.configuration_key == [
                 {"key": "ReserveConnectorZeroSupported", "readonly": True, "value": "false"}]
+    finally:
+        setup.stop()
+
+
+def refused_before_acceptance(setup: Setup, rid: int, *, silently: bool) -> None:
+    """The CSMS's ReserveNow for `rid` gets a SecurityError CallError (2.0.1),
+    or no answer at all (`silently`: 1.6), and no reservation is made."""
+    request = reserve_now(setup.csms.version, rid, 1, in_future())
+    if silently:
+        setup.csms.assert_unanswered(request, within=1)
+    else:
+        with pytest.raises(SecurityError):
+            setup.csms.call(request)
+    with setup.client() as client:
+        assert client.get_state()["reservations"] == []
+
+
+def next_boot(csms: Csms, status: str) -> None:
+    """Answer the held BootNotification with `status`, and wait for the next
+    (due after the 1 s interval): by then the station has taken `status` in."""
+    mark = csms.mark()
+    csms.answer_boots(status)
+    csms.wait(lambda m: m.action == "BootNotification", since=mark, what="the next boot")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_nothing_is_reserved_before_the_boot_is_accepted(version):
+    """OCPP 2.0.1 (as EVerest's libocpp): before any answer to BootNotification
+    and while Rejected, every CSMS request gets CallError SecurityError
+    (B03.FR.08); while Pending only the configuration requests are served
+    (B02.FR.01), a ReserveNow gets SecurityError (B02.FR.09). OCPP 1.6 §4.2:
+    while Rejected (and before any answer) the station does not respond at
+    all; while Pending the CSMS may send its requests. Accepted, the station
+    serves everything."""
+    csms = Csms(version, heartbeat=1)
+    csms.boot_status = None
+    actor = start_actor(**LOOPBACK)
+    try:
+        bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint)
+    except BaseException:
+        csms.close()
+        actor.stop()
+        raise
+    setup = Setup(actor, csms, bridge)
+    silently = version == "1.6"
+    try:
+        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
+        refused_before_acceptance(setup, 1, silently=silently)
+        next_boot(csms, csms.registration.rejected)
+        refused_before_acceptance(setup, 2, silently=silently)
+        next_boot(csms, csms.registration.pending)
+        if version == "2.0.1":
+            refused_before_acceptance(setup, 3, silently=False)
+            response = csms.call(call201.GetVariables(get_variable_data=[
+                {"component": {"name": "ReservationCtrlr"}, "variable": {"name": "Enabled"}}]))
+            assert response.get_variable_result[0]["attribute_value"] == "true"
+        else:
+            assert csms.call(reserve_now(version, 3, 1, in_future())).status == "Accepted"
+            assert csms.call(call16.CancelReservation(reservation_id=3)).status == "Accepted"
+        assert not any(m.action == "StatusNotification" for m in csms.messages)
+        csms.answer_boots(csms.registration.accepted)
+        csms.wait_statuses(all_available(version))
+        assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
+        with setup.client() as client:
+            assert [r["reservation_id"] for r in client.get_state()["reservations"]] == [4]
+        assert len(csms.sessions) == 1, bridge.log()
     finally:
         setup.stop()
 

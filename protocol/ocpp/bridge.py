@@ -1,21 +1,25 @@
 """What the OCPP 2.0.1 and 1.6 handlers share: the actor, its mirrored state,
-and which reservation ends the CSMS must hear about.
+which reservation ends the CSMS must hear about, and what the CSMS may ask
+before it accepted the boot.
 
 A `ReservationBridge` lives as long as the process, across CSMS connections:
 it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
 charge point's report task polls (`follow`). Each version's mixin subclasses
-`ReportingMixin`: it holds the bridge the handlers answer from, and turns
-what `follow` returns into that version's messages, sending a connector
-status only when it changed.
+`ReportingMixin`: it holds the bridge the handlers answer from, serves a CSMS
+request only as that version's boot rules allow (`serves`), and turns what
+`follow` returns into that version's messages, sending a connector status
+only when it changed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from ocpp.exceptions import InternalError, OCPPError
+from ocpp.messages import MessageType, unpack
 
 from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
@@ -126,13 +130,60 @@ def now_rfc3339() -> str:
 
 class ReportingMixin:
     """What both versions' mixins share: the bridge (a keyword argument of the
-    charge point) and the report task, for which each supplies
-    `connector_statuses(state)` (key -> status, as compared for change) and
-    the two senders."""
+    charge point), the boot gate and the report task. Each supplies
+    `boot_request` (its BootNotification class), `serves(action)`,
+    `refuse(call)`, `connector_statuses(state)` (key -> status, as compared
+    for change) and the two senders."""
+
+    boot_request: type
+    # The status of this connection's last BootNotification answer; None before one.
+    registration: str | None = None
+    _boot_id: str | None = None   # the unique id of the BootNotification awaiting its answer
 
     def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reservation_bridge = reservation_bridge
+
+    # -- the boot gate ---------------------------------------------------------------------
+
+    def serves(self, action: str) -> bool:
+        """Whether a CSMS request for `action` is handled as `registration` stands."""
+        raise NotImplementedError
+
+    async def refuse(self, call: Any) -> None:
+        """What a CSMS request that is not served gets."""
+        raise NotImplementedError
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:
+        if isinstance(payload, self.boot_request):
+            unique_id = self._boot_id = unique_id or str(uuid.uuid4())
+        return await super().call(payload, suppress, unique_id, skip_schema_validation)
+
+    async def route_message(self, raw_msg: str) -> None:
+        # The answer to BootNotification is taken in as it arrives: a request
+        # the CSMS sends right after it must already see it, and the waiting
+        # `call` resumes only later.
+        if self._boot_id is not None:
+            try:
+                message = unpack(raw_msg)
+            except OCPPError:
+                message = None   # the library's own routing logs it
+            if message is not None and message.unique_id == self._boot_id \
+                    and message.message_type_id == MessageType.CallResult:
+                self.registration = message.payload.get("status")
+                self._boot_id = None
+        await super().route_message(raw_msg)
+
+    async def _handle_call(self, call: Any) -> Any:
+        # Where the library hands a CSMS request to its handler.
+        if not self.serves(call.action):
+            LOG.warning("%s from the CSMS not served: the boot is %s", call.action,
+                        self.registration or "not answered yet")
+            return await self.refuse(call)
+        return await super()._handle_call(call)
+
+    # -- the report task -------------------------------------------------------------------
 
     def connector_statuses(self, state: dict[str, Any]) -> dict[Any, Any]:
         raise NotImplementedError
