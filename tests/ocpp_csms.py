@@ -5,7 +5,8 @@
 `ocpp.v16.ChargePoint` per connection that records every message the station
 sends and answers it, and that can `call` the station. It can be hostile:
 answer BootNotification with another status, or hold it unanswered
-(`boot_status`). It runs its own event
+(`boot_status`), and drop the connection instead of answering a
+ReservationStatusUpdate (`drops_on_update`). It runs its own event
 loop in a thread, so one CSMS can serve all tests of a module while each test
 stays plain synchronous code; every wait is for a condition, with a deadline.
 """
@@ -90,8 +91,12 @@ class Central201(_Recording, ocpp.v201.ChargePoint):
         return result201.StatusNotification()
 
     @on(Action201.reservation_status_update)
-    def on_reservation_status_update(self, **payload):
+    async def on_reservation_status_update(self, **payload):
         self.record("ReservationStatusUpdate", payload)
+        if self.csms.drops_on_update > 0:
+            self.csms.drops_on_update -= 1
+            # Closed unanswered: sending the answer below fails, ending this connection.
+            await self._connection.close()
         return result201.ReservationStatusUpdate()
 
     @on(Action201.heartbeat)
@@ -133,6 +138,7 @@ class Csms:
         # What BootNotification is answered with; None: held unanswered (`answer_boots`).
         self.boot_status: str | None = self.registration.accepted
         self.held_boots: list = []   # (central, Call) of each BootNotification held
+        self.drops_on_update = 0     # ReservationStatusUpdates still to answer by dropping
         self.messages: list[Message] = []
         self.sessions: list[Any] = []     # the central-side charge point of each connection
         self.headers: list = []           # each connection's HTTP request headers

@@ -193,6 +193,32 @@ def test_nothing_is_reserved_before_the_boot_is_accepted(version):
         setup.stop()
 
 
+def test_reservation_ends_are_delivered_again_after_a_drop():
+    """Two reservations end; the CSMS drops the connection on the first
+    ReservationStatusUpdate, unanswered. After the reconnect both arrive:
+    the first again (the CSMS never confirmed it), then the second."""
+    setup = start_setup("2.0.1")
+    csms = setup.csms
+    try:
+        csms.drops_on_update = 1
+        expiry = in_future(1)
+        for rid, evse_id in ((1, 1), (2, 2)):
+            assert csms.call(reserve_now("2.0.1", rid, evse_id, expiry)).status == "Accepted"
+        csms.wait_session(2)
+        for rid in (1, 2):
+            csms.wait(lambda m: m.session == 1 and m.action == "ReservationStatusUpdate"
+                      and m.payload["reservation_id"] == rid, what=f"update {rid} after reconnect")
+        [dropped] = [m for m in csms.messages if m.action == "ReservationStatusUpdate"
+                     and m.session == 0]
+        assert dropped.payload["reservation_update_status"] == "Expired"
+        assert sorted((m.payload["reservation_id"], m.payload["reservation_update_status"])
+                      for m in csms.messages
+                      if m.session == 1 and m.action == "ReservationStatusUpdate") \
+            == [(1, "Expired"), (2, "Expired")]
+    finally:
+        setup.stop()
+
+
 def test_backoff_doubles_to_its_limit_and_resets():
     backoff = Backoff(first=1, last=30)
     assert [backoff.delay() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]

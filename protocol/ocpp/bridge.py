@@ -3,12 +3,13 @@ which reservation ends the CSMS must hear about, and what the CSMS may ask
 before it accepted the boot.
 
 A `ReservationBridge` lives as long as the process, across CSMS connections:
-it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
-charge point's report task polls (`follow`). Each version's mixin subclasses
+it owns an AsyncClient for the handlers' commands, an AsyncWatcher that the
+charge point's report task polls (`follow`), and the reservation ends not yet
+confirmed by a CSMS (`unconfirmed_ends`). Each version's mixin subclasses
 `ReportingMixin`: it holds the bridge the handlers answer from, serves a CSMS
 request only as that version's boot rules allow (`serves`), and turns what
-`follow` returns into that version's messages, sending a connector status
-only when it changed.
+`follow` finds into that version's messages, sending a connector status only
+when it changed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class ReservationBridge:
         self.watcher = AsyncWatcher(command_endpoint, update_endpoint, timeout=timeout, **keys)
         self._known: dict[int, str] = {}   # reservation id -> expiry_time, at the last follow
         self._cancelled: set[int] = set()  # cancelled for the CSMS, not yet seen gone
+        # The ends `follow` found, oldest first, each kept until a CSMS answered
+        # its report: a connection lost before that does not lose it.
+        self.unconfirmed_ends: list[tuple[int, ReservationUpdateStatus]] = []
 
     def close(self) -> None:
         self.client.close()
@@ -96,9 +100,10 @@ class ReservationBridge:
 
     # -- what the report task follows ----------------------------------------------------
 
-    async def follow(self, timeout: float) -> list[tuple[int, ReservationUpdateStatus]]:
-        """Wait up to `timeout` for the actor's updates; the reservation ends to
-        report, in order. Raises TimeoutError while the actor is unreachable.
+    async def follow(self, timeout: float) -> None:
+        """Wait up to `timeout` for the actor's updates, adding the reservation
+        ends to report to `unconfirmed_ends`, in order. Raises TimeoutError
+        while the actor is unreachable.
 
         An Expired or Removed update is reported as such. A reservation that
         is gone without an update seen for it (lost in a gap, or the actor
@@ -121,7 +126,7 @@ class ReservationBridge:
                               else ReservationUpdateStatus.REMOVED))
         self._cancelled &= current.keys()
         self._known = current
-        return ended
+        self.unconfirmed_ends += ended
 
 
 def now_rfc3339() -> str:
@@ -198,24 +203,24 @@ class ReportingMixin:
     async def report_reservations(self, poll_interval: float = 1.0) -> None:
         """Forever (cancel it when the connection ends): every connector's
         status first, then each change and each reservation end, as the
-        actor's update stream shows them."""
+        actor's update stream shows them. An end is reported until the CSMS
+        answers it, on this connection or a later one."""
         bridge = self.reservation_bridge
         sent: dict[Any, Any] = {}
-        ended: list[tuple[int, ReservationUpdateStatus]] = []
         actor_lost = False
         while True:
             # Report first: on a new connection the mirrored state is already there.
-            for reservation_id, status in ended:
-                await self.tell_csms(self.send_reservation_ended(reservation_id, status))
+            ends = bridge.unconfirmed_ends
+            while ends and await self.tell_csms(self.send_reservation_ended(*ends[0])):
+                ends.pop(0)
             if bridge.state is not None:
                 for key, status in self.connector_statuses(bridge.state).items():
                     if sent.get(key) != status:
                         await self.tell_csms(self.send_connector_status(key, status))
                         sent[key] = status
             try:
-                ended = await bridge.follow(poll_interval)
+                await bridge.follow(poll_interval)
             except TimeoutError:
-                ended = []
                 if not actor_lost:
                     LOG.warning("reservation actor unreachable; reporting resumes when it answers")
                 actor_lost = True
@@ -224,12 +229,15 @@ class ReportingMixin:
                 LOG.info("reservation actor reachable again")
                 actor_lost = False
 
-    async def tell_csms(self, message) -> None:
-        """A CSMS that does not answer, or answers with something invalid, is
-        logged and not asked again: the next change is sent as usual."""
+    async def tell_csms(self, message) -> bool:
+        """Whether the CSMS answered (a CallError or an invalid answer is one:
+        asking again would get the same). One that does not answer, or answers
+        with something invalid, is logged: the next change is sent as usual."""
         try:
             await message
         except TimeoutError as exc:
             LOG.warning("the CSMS did not answer: %s", exc)
+            return False
         except OCPPError as exc:
             LOG.warning("the CSMS answered with an invalid message: %s", exc)
+        return True
