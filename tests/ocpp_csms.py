@@ -347,11 +347,15 @@ class Setup:
 
 def start_setup(version: str, *actor_args: str, heartbeat: int = 300,
                 endpoints: dict | None = None, tls: ssl.SSLContext | None = None,
-                bridge_args: tuple[str, ...] = (), station_id: str = "CS1") -> Setup:
+                bridge_args: tuple[str, ...] = (), station_id: str = "CS1",
+                hold_boot: bool = False) -> Setup:
     """The actor (with `actor_args`), a CSMS and the bridge, once the bridge has
-    booted and reported every connector Available."""
+    booted and reported every connector Available; with `hold_boot`, once it
+    sent BootNotification, which the CSMS holds unanswered."""
     actor = start_actor(*actor_args, **(endpoints or LOOPBACK))
     csms = Csms(version, heartbeat=heartbeat, tls=tls)
+    if hold_boot:
+        csms.boot_status = None
     try:
         bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint, *bridge_args,
                               station_id=station_id)
@@ -362,7 +366,8 @@ def start_setup(version: str, *actor_args: str, heartbeat: int = 300,
     running = Setup(actor, csms, bridge)
     try:
         csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(all_available(version))
+        if not hold_boot:
+            csms.wait_statuses(all_available(version))
     except BaseException:
         running.stop()
         raise

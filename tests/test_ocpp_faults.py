@@ -23,7 +23,7 @@ from protocol.ocpp.station import Backoff
 
 from .conftest import start_actor
 from .helpers import in_future
-from .ocpp_csms import LOOPBACK, Csms, Setup, all_available, shown, start_bridge, start_setup
+from .ocpp_csms import Csms, Setup, all_available, shown, start_setup
 from .test_security import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,19 +157,10 @@ def test_nothing_is_reserved_before_the_boot_is_accepted(version):
     while Rejected (and before any answer) the station does not respond at
     all; while Pending the CSMS may send its requests. Accepted, the station
     serves everything."""
-    csms = Csms(version, heartbeat=1)
-    csms.boot_status = None
-    actor = start_actor(**LOOPBACK)
-    try:
-        bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint)
-    except BaseException:
-        csms.close()
-        actor.stop()
-        raise
-    setup = Setup(actor, csms, bridge)
+    setup = start_setup(version, heartbeat=1, hold_boot=True)
+    csms = setup.csms
     silently = version == "1.6"
     try:
-        csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
         refused_before_acceptance(setup, 1, silently=silently)
         next_boot(csms, csms.registration.rejected)
         refused_before_acceptance(setup, 2, silently=silently)
@@ -188,7 +179,7 @@ def test_nothing_is_reserved_before_the_boot_is_accepted(version):
         assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
         with setup.client() as client:
             assert [r["reservation_id"] for r in client.get_state()["reservations"]] == [4]
-        assert len(csms.sessions) == 1, bridge.log()
+        assert len(csms.sessions) == 1, setup.bridge.log()
     finally:
         setup.stop()
 
