@@ -14,7 +14,9 @@ RemoteStart/StopTransaction then, which this station does not implement).
 
     class Station(ReservationHandlers, ocpp.v16.ChargePoint): ...
     station = Station(station_id, websocket, reservation_bridge=bridge)
-    await asyncio.gather(station.start(), station.report_reservations())
+    reader = asyncio.create_task(station.start())
+    await station.call(call.BootNotification(...))   # until Accepted
+    await asyncio.gather(reader, station.report_reservations())
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ gets a CallError SecurityError (B02.FR.09, B03.FR.08) and changes nothing.
 
     class Station(ReservationHandlers, ocpp.v201.ChargePoint): ...
     station = Station(station_id, websocket, reservation_bridge=bridge)
-    await asyncio.gather(station.start(), station.report_reservations())
+    reader = asyncio.create_task(station.start())
+    await station.call(call.BootNotification(...))   # until Accepted
+    await asyncio.gather(reader, station.report_reservations())
 """
 
 from __future__ import annotations
