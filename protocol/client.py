@@ -131,11 +131,12 @@ class Client(Commands):
     `deadline` `timeout` seconds away, which the actor refuses once passed, and
     raises TimeoutError only DEADLINE_GRACE after it: a call reported as timed
     out can no longer take effect (closing the socket alone could not promise
-    that, as a request may already wait in the actor's queue). It then also
-    closes the socket (LINGER 0) and opens a new one, as in the ZeroMQ guide's
-    Lazy Pirate. `recv`'s timeout only says that nothing arrived yet; a
-    pipelining caller that gives up on what is in flight passes `send` a
-    deadline (`deadline_after`), waits for it to pass, and calls `reset()`."""
+    that, as a request may already wait in the actor's queue). It then opens
+    a new socket (the ZeroMQ guide's Lazy Pirate), so no late reply is left
+    for `recv` to return. `recv`'s timeout only says that nothing arrived yet;
+    a pipelining caller that gives up on what is in flight passes `send` a
+    deadline (`deadline_after`), waits DEADLINE_GRACE past it, and calls
+    `reset()`."""
 
     def __init__(self, endpoint: str = DEFAULT_COMMAND_ENDPOINT, *,
                  timeout: float = 5.0, context: zmq.Context | None = None,
