@@ -23,21 +23,14 @@ from protocol.aio import AsyncClient
 from protocol.client import Client
 from protocol.vocabulary import ErrorCode
 
-from .conftest import start_actor
 from .helpers import in_future
 from .ocpp_csms import start_setup
+from .test_aio import shared_actor  # noqa: F401  (a fixture: one actor for this module)
 from .test_ocpp_faults import VERSIONS, reserve_now
 
 pytestmark = pytest.mark.timeout(60)
 
 LATE_ID = 88
-
-
-@pytest.fixture(scope="module")
-def shared_actor():
-    running = start_actor(command="tcp://127.0.0.1:*", update="tcp://127.0.0.1:*")
-    yield running
-    running.stop()
 
 
 @contextlib.contextmanager
