@@ -40,8 +40,7 @@ class AsyncClient(Commands):
         self.endpoint = endpoint
         self.timeout = timeout
         self.context = context or zmq.asyncio.Context.instance()
-        self._keys = (server_key, client_key)
-        self.socket = dealer(self.context, endpoint, *self._keys)
+        self.socket = dealer(self.context, endpoint, server_key, client_key)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None

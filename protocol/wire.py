@@ -56,12 +56,13 @@ def decode_request(body: bytes) -> tuple[Any, str, Any, int | None]:
         deadline = request.get("deadline")
         if deadline is not None:
             if type(deadline) is not int:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"deadline must be an integer of UTC "
-                                                 f"epoch milliseconds, got a {type(deadline).__name__}")
+                raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                    f"deadline must be an integer of UTC epoch milliseconds, "
+                                    f"got a {type(deadline).__name__}")
             if not DEADLINE_MIN_MS <= deadline < DEADLINE_MAX_MS:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"deadline {deadline} is not UTC epoch "
-                                                 "milliseconds (between 2001 and 5138); "
-                                                 "seconds or microseconds sent by mistake?")
+                raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                    f"deadline {deadline} is not UTC epoch milliseconds (between "
+                                    "2001 and 5138); seconds or microseconds sent by mistake?")
         return request_id, cmd, args, deadline
     except ProtocolError as error:
         error.request_id = request_id
