@@ -98,6 +98,31 @@ def test_async_call_that_timed_out_never_takes_effect(shared_actor):
     assert refused_late(shared_actor, before) == 1
 
 
+def test_async_call_beside_a_timed_out_one_waits_for_its_own_deadline(shared_actor):
+    """Two calls on one AsyncClient, the second sent 1.5 s after the first:
+    the first timing out must not fail the second, whose request can still
+    take effect until its own deadline (and here does, once the actor goes on)."""
+    before = deadline_refusals(shared_actor)
+
+    async def body():
+        async with AsyncClient(shared_actor.command_endpoint, timeout=2) as client:
+            assert await client.ping() == "pong"
+            with frozen(shared_actor.pid):
+                first = asyncio.create_task(client.reserve_now(
+                    reservation_id=LATE_ID, id_token="LATE", evse_id=1, expiry_time=in_future()))
+                await asyncio.sleep(1.5)   # what the test is about: a later deadline beside it
+                second = asyncio.create_task(client.reserve_now(
+                    reservation_id=LATE_ID + 1, id_token="SECOND", evse_id=2,
+                    expiry_time=in_future()))
+                with pytest.raises(TimeoutError, match="can no longer take effect"):
+                    await first
+            assert await second == "Accepted"
+            assert await client.cancel_reservation(LATE_ID + 1)
+
+    asyncio.run(body())
+    assert refused_late(shared_actor, before) == 1
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_bridge_reserve_now_answered_internal_error_never_takes_effect(version):
     """The CSMS told InternalError (the bridge gives up on the actor after
