@@ -376,7 +376,13 @@ class Actor:
                 raise ProtocolError(ErrorCode.BAD_REQUEST,
                                     f"more than {MAX_FRAMES} frames; a request is one frame "
                                     "after its routing frames")
-            request_id, cmd, args = decode_request(frames[-1])
+            request_id, cmd, args, deadline = decode_request(frames[-1])
+            if deadline is not None and now * 1000 > deadline:
+                # Its sender reports it as timed out (or soon will): it must not take effect.
+                raise ProtocolError(ErrorCode.DEADLINE_EXCEEDED,
+                                    f"the request's deadline passed {now * 1000 - deadline:.0f} ms "
+                                    "before the actor read it, so it was not carried out; "
+                                    "send it again with a new deadline")
             command = parse_command(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:

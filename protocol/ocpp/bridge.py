@@ -35,8 +35,11 @@ _REPORTED_ENDS = frozenset({ReservationUpdateStatus.EXPIRED, ReservationUpdateSt
 
 
 def service_unavailable(timeout: float) -> InternalError:
+    # The actor refuses the request from its deadline on (AsyncClient waits that
+    # long), so the CSMS may take this as "not done" and retry.
     return InternalError(description=f"reservation service unavailable: the reservation actor "
-                                     f"did not answer within {timeout:g} s")
+                                     f"did not answer within {timeout:g} s and refuses the "
+                                     "request from now on; retry it")
 
 
 class ReservationBridge:

@@ -64,6 +64,7 @@ ERROR_REASON_201: dict[ErrorCode, v201.StatusInfoReasonType] = {
     ErrorCode.UNKNOWN_COMMAND: v201.StatusInfoReasonType.internal_error,
     ErrorCode.INVALID_ARGUMENT: v201.StatusInfoReasonType.invalid_value,
     ErrorCode.STORE_FAILED: v201.StatusInfoReasonType.out_of_storage,
+    ErrorCode.DEADLINE_EXCEEDED: v201.StatusInfoReasonType.internal_error,
     ErrorCode.INTERNAL: v201.StatusInfoReasonType.internal_error,
 }
 
