@@ -75,12 +75,6 @@ class EchoReply(msgspec.Struct):
     result: object
 
 
-def send_frames(send, frames: list[bytes]) -> None:
-    for frame in frames[:-1]:
-        send(frame, _MORE)
-    send(frames[-1])
-
-
 def request_reader(router: zmq.Socket):
     """read(): (route, request) of the next request on `router`, frame by frame
     with Frame.more (recv_multipart asks RCVMORE through getsockopt for each
