@@ -153,7 +153,7 @@ class Templates(NamedTuple):
     first_seq: int
 
 
-def templates(script: dict) -> Templates:
+def cut_script(script: dict) -> Templates:
     seqs = [msgspec.msgpack.decode(body)["seq"]
             for entry in script.values() for _, body in entry["updates"]]
     return Templates(
@@ -168,7 +168,7 @@ def write_c_script(script: dict, path: str) -> None:
     fields: first seq (u64), the PUB's send high-water mark (u32), entries (u32),
     then per entry its cmd, reply prefix and suffix, update count (u32) and per
     update its topic, prefix and suffix."""
-    cut = templates(script)
+    cut = cut_script(script)
     out = [struct.pack("<QII", cut.first_seq, PUB_HIGH_WATER_MARK, len(cut.replies))]
 
     def field(data: bytes) -> None:
@@ -187,7 +187,7 @@ def write_c_script(script: dict, path: str) -> None:
 
 def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
     with open(script_path, "rb") as f:
-        cut = templates(msgpack.unpackb(f.read()))
+        cut = cut_script(msgpack.unpackb(f.read()))
     router, pub = bind_pair("floor", command_endpoint, update_endpoint)
     read, send, publish = request_reader(router), router.send, pub.send
     encode = msgspec.msgpack.Encoder().encode

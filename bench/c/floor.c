@@ -101,8 +101,9 @@ static const uint8_t *skip(const uint8_t *p, const uint8_t *end, int depth) {
 #undef NEED
 }
 
-/* The id (any value, as its msgpack bytes) and cmd (a string's bytes) of a request
-   map; a body that is not a map reads as no id (nil) and no cmd. */
+/* The id (any value, as its msgpack bytes) and cmd (a fixstr's bytes: every command
+   name is shorter than 32 bytes) of a request map; a body that is not a map reads as
+   no id (nil) and no cmd. */
 static void read_request(const uint8_t *p, size_t size, slice *id, slice *cmd) {
     static const uint8_t nil = 0xc0;
     const uint8_t *end = p + size;
