@@ -44,6 +44,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import time
 from collections import Counter, deque
 from typing import Any
@@ -53,7 +54,7 @@ import zmq
 
 from protocol.messages import decode_args
 from protocol.vocabulary import Command, ErrorCode, Topic
-from protocol.wire import Encoder, ProtocolError, decode_request
+from protocol.wire import READABLE_NESTING, Encoder, ProtocolError, decode_request
 
 from . import logs
 from .clock import UtcClock
@@ -243,6 +244,7 @@ class Actor:
         # What start-up made lives as long as the actor: keep it out of every
         # collection, so none costs what the station's size would make it cost.
         gc.freeze()
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), READABLE_NESTING))
         try:
             while not self._stopping:
                 self.turn(poller)
@@ -376,7 +378,13 @@ class Actor:
                 raise ProtocolError(ErrorCode.BAD_REQUEST,
                                     f"more than {MAX_FRAMES} frames; a request is one frame "
                                     "after its routing frames")
-            request_id, cmd, args = decode_request(frames[-1])
+            request_id, cmd, args, deadline = decode_request(frames[-1])
+            if deadline is not None and now * 1000 > deadline:
+                # Its sender reports it as timed out (or soon will): it must not take effect.
+                raise ProtocolError(ErrorCode.DEADLINE_EXCEEDED,
+                                    f"the request's deadline passed {now * 1000 - deadline:.0f} ms "
+                                    "before the actor read it, so it was not carried out; "
+                                    "send it again with a new deadline")
             command = decode_args(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:

@@ -21,9 +21,10 @@ import zmq
 import zmq.auth
 
 from .vocabulary import Command, ReservationUpdateStatus, Topic
+# CommandFailed is imported for the clients' users: what a call raises belongs with the call.
 from .wire import (
-    DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, CommandFailed, decode_reply, decode_update,
-    encode_request, result_of,
+    DEADLINE_GRACE, DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, CommandFailed, deadline_after,
+    decode_reply, decode_update, encode_request, result_of,
 )
 
 
@@ -43,8 +44,9 @@ def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) 
 
 
 def timed_out(endpoint: str, wait: float) -> TimeoutError:
-    return TimeoutError(f"no reply from {endpoint} within {wait} s; the request was dropped "
-                        "with the socket, so it can no longer take effect")
+    return TimeoutError(f"no reply from {endpoint} within {wait} s (+{DEADLINE_GRACE} s grace); "
+                        "the request's deadline has passed, so it can no longer take effect "
+                        "(see PROTOCOL.md, Deadlines, for the limits of that)")
 
 
 class Commands:
@@ -88,12 +90,16 @@ class Commands:
 
 
 class Client(Commands):
-    """Commands over one DEALER socket. `call` follows the ZeroMQ guide's Lazy
-    Pirate: when no reply comes within `timeout` it closes the socket (with
-    LINGER 0, so a request still queued for an actor that is down is discarded)
-    and opens a new one, so a timed-out request can never reach an actor that
-    comes back later. `recv`'s timeout only says that nothing arrived yet; a
-    pipelining caller that gives up on what is in flight calls `reset()`."""
+    """Commands over one DEALER socket. `call` sends each request with a
+    `deadline` `timeout` seconds away, which the actor refuses once passed, and
+    raises TimeoutError only DEADLINE_GRACE after it: a call reported as timed
+    out can no longer take effect (closing the socket alone could not promise
+    that, as a request may already wait in the actor's queue). It then opens
+    a new socket (the ZeroMQ guide's Lazy Pirate), so no late reply is left
+    for `recv` to return. `recv`'s timeout only says that nothing arrived yet;
+    a pipelining caller that gives up on what is in flight passes `send` a
+    deadline (`deadline_after`), waits DEADLINE_GRACE past it, and calls
+    `reset()`."""
 
     def __init__(self, endpoint: str = DEFAULT_COMMAND_ENDPOINT, *,
                  timeout: float = 5.0, context: zmq.Context | None = None,
@@ -115,15 +121,18 @@ class Client(Commands):
         self.socket.close()
 
     def reset(self) -> None:
-        """Drop every request in flight with the socket; continue on a new one."""
+        """Continue on a new socket. Requests not yet delivered and replies not
+        yet read go with the old one; a request already in the actor's queue is
+        still carried out unless it carries a deadline that has passed."""
         self.socket.close()
         self.socket = dealer(self.context, self.endpoint, *self._keys)
 
     # -- raw requests ----------------------------------------------------------------
 
-    def send(self, cmd: str, args: dict[str, Any] | None = None) -> int:
+    def send(self, cmd: str, args: dict[str, Any] | None = None, *,
+             deadline: int | None = None) -> int:
         request_id = next(self._ids)
-        self.socket.send(encode_request(request_id, cmd, args))
+        self.socket.send(encode_request(request_id, cmd, args, deadline))
         return request_id
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
@@ -137,11 +146,12 @@ class Client(Commands):
         """Send one command and return its result; raises CommandFailed on an
         error reply, TimeoutError (after a reset) when no reply comes in time.
         Replies to requests sent earlier with `send` are skipped by their id."""
-        request_id = self.send(cmd, args)
-        deadline = time.monotonic() + self.timeout
+        deadline = deadline_after(self.timeout)
+        give_up = time.monotonic() + self.timeout + DEADLINE_GRACE
+        request_id = self.send(cmd, args, deadline=deadline)
         while True:
             try:
-                reply = self.recv(max(0.0, deadline - time.monotonic()))
+                reply = self.recv(max(0.0, give_up - time.monotonic()))
             except TimeoutError:
                 self.reset()
                 raise timed_out(self.endpoint, self.timeout) from None
@@ -303,7 +313,8 @@ class Mirror:
             evse = next((e for e in self.state["evses"] if e["id"] == body["evse_id"]), None)
             if evse is None:
                 return False   # not in our snapshot's station: take a new one
-            fields = (("reserved", "reservation_id") if topic == Topic.EVSE_RESERVED
+            fields = (("reserved", "reservation_id", "held_for_non_evse_specific")
+                      if topic == Topic.EVSE_RESERVED
                       else ("plugged_in", "connectors"))
             evse.update((key, body[key]) for key in fields)
             return True

@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"command endpoint (default {DEFAULT_COMMAND_ENDPOINT})")
     parser.add_argument("--update-endpoint", default=DEFAULT_UPDATE_ENDPOINT,
                         help=f"update endpoint for watch (default {DEFAULT_UPDATE_ENDPOINT})")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds to wait for a reply; the actor refuses the request "
+                             "after them (its deadline)")
     parser.add_argument("--server-key", metavar="FILE",
                         help="the actor's public CURVE certificate (actor.key)")
     parser.add_argument("--client-key", metavar="FILE",

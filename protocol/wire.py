@@ -9,6 +9,8 @@ a request costs one pass over its bytes and a refusal names the right field.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -41,12 +43,27 @@ class CommandFailed(Exception):
 
 NO_ARGS = msgspec.Raw(b"\x80")   # msgpack's empty map: what absent (or nil) args mean
 MAX_ID_LENGTH = 4096   # an id is echoed in the reply: a longer one is not an id but a load
+# msgspec counts the nesting it reads against Python's recursion limit; a
+# decoding process raises that limit to this, so that every frame a msgpack
+# library writes by default (1023 levels at most) is read and its id echoed.
+READABLE_NESTING = 4000
+
+# A deadline is UTC epoch milliseconds. These bounds (2001-09-09 and the year
+# 5138) refuse a deadline sent in seconds or in microseconds by mistake, which
+# would otherwise read as long past or as never.
+DEADLINE_MIN_MS, DEADLINE_MAX_MS = 10**12, 10**14
+# Seconds a call waits for its reply past the request's deadline: a reply the
+# actor decided just before the deadline still has the rest of that loop turn,
+# its commit (one fsync) and the trip back ahead of it. Fixed, not a share of
+# the timeout, because none of that grows with the caller's timeout.
+DEADLINE_GRACE = 0.25
 
 
 class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cmd: str
     id: int | Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | None = None
     args: msgspec.Raw = NO_ARGS   # kept as msgpack, for the command's decoder
+    deadline: Annotated[int, msgspec.Meta(ge=DEADLINE_MIN_MS, lt=DEADLINE_MAX_MS)] | None = None
 
 
 class Error(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,13 +86,13 @@ class _Failed(msgspec.Struct, frozen=True):
 _decode_request = msgspec.msgpack.Decoder(Request).decode
 _MAPS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}   # fixmap, map 16, map 32
 _NIL = 0xC0
-_REQUEST_KEYS = "a request is a map with cmd and optionally id, args"
+_REQUEST_KEYS = "a request is a map with cmd and optionally id, args, deadline"
 
 
-def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw]:
-    """(id, cmd, args) of a request frame, args still msgpack. Raises
-    ProtocolError(bad_request), carrying the id when one could be read so the
-    reply can echo it."""
+def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw, int | None]:
+    """(id, cmd, args, deadline) of a request frame, args still msgpack,
+    deadline in epoch ms or None. Raises ProtocolError(bad_request), carrying
+    the id when one could be read so the reply can echo it."""
     try:
         request = _decode_request(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
@@ -89,7 +106,7 @@ def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw]:
             refused = ProtocolError(ErrorCode.BAD_REQUEST, "args must be a map (or absent)")
             refused.request_id = request.id
             raise refused
-    return request.id, request.cmd, args
+    return request.id, request.cmd, args, request.deadline
 
 
 def _bad_request(body: bytes, error: Exception) -> ProtocolError:
@@ -111,10 +128,19 @@ def _bad_request(body: bytes, error: Exception) -> ProtocolError:
     return refused
 
 
-def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None) -> bytes:
+def deadline_after(timeout: float) -> int:
+    """The `deadline` of a request sent now that may wait `timeout` seconds:
+    UTC epoch milliseconds, as the wire protocol has it."""
+    return math.ceil((time.time() + timeout) * 1000)
+
+
+def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None,
+                   deadline: int | None = None) -> bytes:
     request: dict[str, Any] = {"id": request_id, "cmd": cmd}
     if args is not None:
         request["args"] = args
+    if deadline is not None:
+        request["deadline"] = deadline
     return msgspec.msgpack.encode(request)
 
 

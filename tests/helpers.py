@@ -18,6 +18,7 @@ _ENCODER = Encoder()
 def on_the_wire(value: Any) -> Any:
     """`value` (a result or an update body) as a client reads it: through the actor's encoder."""
     return msgspec.msgpack.decode(_ENCODER.pack(value))
+HELD = "held for non-EVSE-specific reservations"
 
 
 def rfc3339(epoch: float) -> str:
@@ -46,3 +47,13 @@ def wait_until_subscribed(sub: Subscriber, client: Client, within: float = 10.0)
         while body["seq"] < seq:
             _, body = sub.recv(timeout=5)
         return
+
+
+def reserved_by(evse: dict) -> int | str | None:
+    """What an evse_reserved update or a get_state EVSE shows: its specific
+    reservation's id, HELD, or None, checking that each reason has a field of
+    its own and `reserved` says either."""
+    held, rid = evse["held_for_non_evse_specific"], evse["reservation_id"]
+    assert not (held and rid is not None), "held and reserved by a specific reservation"
+    assert evse["reserved"] == (held or rid is not None)
+    return HELD if held else rid

@@ -41,7 +41,7 @@ from protocol.messages import decode_args, parse_command
 from protocol.rfc3339 import parse_rfc3339
 from protocol.wire import ProtocolError
 from protocol.vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
-from protocol.wire import MAX_ID_LENGTH, decode_request
+from protocol.wire import MAX_ID_LENGTH, READABLE_NESTING, decode_request
 
 from .conftest import start_actor
 
@@ -109,11 +109,12 @@ class Deep:
         return b"\x91" * self.depth + b"\x00"   # fixarray of one, ..., 0
 
 
-# Past the decoder's unpack limits (strings of 4096, arrays of 64, maps of 32),
-# or nested deeper than Python's recursion limit (msgpack unpacks 1023 levels).
+# Large values, nesting about as deep as a msgpack library writes (1023 levels),
+# and nesting deeper than any reader here takes (wire.READABLE_NESTING).
 oversized = st.one_of(st.sampled_from(["x" * 5000, b"x" * 5000, list(range(65)),
                                        {f"k{i}": i for i in range(33)}]),
-                      st.builds(Deep, st.integers(990, 1030)))
+                      st.builds(Deep, st.integers(990, 1020)),
+                      st.builds(Deep, st.integers(READABLE_NESTING, READABLE_NESTING + 100)))
 
 
 def int32s(valid):
@@ -500,14 +501,14 @@ NOW = datetime(2026, 11, 24, tzinfo=timezone.utc).timestamp()
 
 
 @contextmanager
-def default_recursion_limit():
-    """Python's default recursion limit, counted from here, as the actor has
-    it: hypothesis raises the limit while it runs a test."""
+def actor_recursion_limit():
+    """The recursion limit the actor decodes with (READABLE_NESTING), counted
+    from here: hypothesis changes the limit while it runs a test."""
     depth, frame = 0, sys._getframe()
     while frame is not None:
         depth, frame = depth + 1, frame.f_back
     saved = sys.getrecursionlimit()
-    sys.setrecursionlimit(depth + 1000)
+    sys.setrecursionlimit(depth + READABLE_NESTING)
     try:
         yield
     finally:
@@ -516,8 +517,8 @@ def default_recursion_limit():
 
 def decode_and_validate(frame: bytes) -> None:
     try:
-        with default_recursion_limit():
-            _, cmd, args = decode_request(frame)
+        with actor_recursion_limit():
+            _, cmd, args, _ = decode_request(frame)
             decode_args(cmd, args)
     except ProtocolError as error:
         assert error.code in EXPECTED_CODES, error.code
@@ -545,7 +546,7 @@ def test_decoder_refuses_arbitrary_bytes_only_with_protocol_errors(frame):
 @settings(max_examples=500, deadline=None)
 @given(request=requests(mutate=False))
 def test_validator_accepts_every_well_formed_request(request):
-    _, cmd, args = decode_request(encode(request, NOW, 1))
+    _, cmd, args, _ = decode_request(encode(request, NOW, 1))
     decode_args(cmd, args)
 
 

@@ -278,7 +278,8 @@ def test_reservation_that_expired_while_down_ends_expired_with_the_next_seq(path
     assert updates == [
         (UPDATE, {"reservation_id": 1, "reservation_status": "Expired", "evse_id": 1,
                   "seq": seq + 1}),
-        (RESERVED, {"evse_id": 1, "reserved": False, "reservation_id": None, "seq": seq + 2}),
+        (RESERVED, {"evse_id": 1, "reserved": False, "reservation_id": None,
+                    "held_for_non_evse_specific": False, "seq": seq + 2}),
     ]
     assert ids(core, later) == [2]
     store.close()
