@@ -23,7 +23,7 @@ import msgspec
 
 from .rfc3339 import parse_rfc3339
 from .vocabulary import Command, ConnectorEventType, ConnectorType, ErrorCode
-from .wire import ProtocolError
+from .wire import ProtocolError, where_refused
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 TOKEN_MAX = 255
@@ -146,8 +146,8 @@ _ENUM_FIELDS = {"connector_type": ConnectorType, "event": ConnectorEventType}
 def refusal(code: ErrorCode, root: str, error: Exception) -> ProtocolError:
     """A msgspec error as the protocol's error: msgspec says "<what> - at
     `$.<where>`"; the protocol says "<root>.<where>: <what>"."""
-    what, _, where = str(error).partition(" - at `$")
-    field = (root + where.rstrip("`")).lstrip(".")
+    what, where = where_refused(error)
+    field = (root + where).lstrip(".")
     if what.startswith("Invalid enum value"):
         words = _ENUM_FIELDS.get(field.rpartition(".")[2])
         if words is not None:

@@ -10,6 +10,7 @@ a request costs one pass over its bytes and a refusal names the right field.
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Annotated, Any
 
@@ -87,6 +88,8 @@ _decode_request = msgspec.msgpack.Decoder(Request).decode
 _MAPS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}   # fixmap, map 16, map 32
 _NIL = 0xC0
 _REQUEST_KEYS = "a request is a map with cmd and optionally id, args, deadline"
+_DEADLINE_HINT = ("a deadline is an integer of UTC epoch milliseconds, between 2001 and 5138 "
+                  "(seconds or microseconds sent by mistake?)")
 
 
 def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw, int | None]:
@@ -109,11 +112,25 @@ def decode_request(body: bytes) -> tuple[int | str | None, str, msgspec.Raw, int
     return request.id, request.cmd, args, request.deadline
 
 
+_WHERE = re.compile(r" - at `(key` in `)?\$([^`]*)`$")
+
+
+def where_refused(error: msgspec.ValidationError) -> tuple[str, str]:
+    """(what, where) of a msgspec refusal: where is the path below the value
+    refused (".request.evse_id"), empty for the value itself."""
+    text = str(error)
+    found = _WHERE.search(text)
+    if found is None:
+        return text, ""
+    what = text[:found.start()]
+    return (what + " (a map key)" if found.group(1) else what), found.group(2)
+
+
 def _bad_request(body: bytes, error: Exception) -> ProtocolError:
     if isinstance(error, msgspec.ValidationError):
-        what, _, where = str(error).partition(" - at `$")
-        where = "request" + where.rstrip("`")
-        refused = ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: {what}; {_REQUEST_KEYS}")
+        what, where = where_refused(error)
+        hint = _DEADLINE_HINT if where == ".deadline" else _REQUEST_KEYS
+        refused = ProtocolError(ErrorCode.BAD_REQUEST, f"request{where}: {what}; {hint}")
     else:
         refused = ProtocolError(ErrorCode.BAD_REQUEST, f"request is not valid msgpack ({error})")
     # Echo the id if there is one to read, whatever else is wrong (only on this path).

@@ -193,16 +193,18 @@ def test_future_deadline_and_no_deadline_are_served(dealer):
 
 
 @pytest.mark.parametrize("deadline, says", [
-    (float(epoch_ms(30)), "must be an integer of UTC epoch milliseconds, got a float"),
-    (str(epoch_ms(30)), "must be an integer of UTC epoch milliseconds, got a str"),
-    (True, "must be an integer of UTC epoch milliseconds, got a bool"),
-    (round(time.time()) + 30, "is not UTC epoch milliseconds"),           # seconds
-    (epoch_ms(30) * 1000, "is not UTC epoch milliseconds"),               # microseconds
-    (-1, "is not UTC epoch milliseconds"),
+    (float(epoch_ms(30)), "got `float`"),
+    (str(epoch_ms(30)), "got `str`"),
+    (True, "got `bool`"),
+    (round(time.time()) + 30, ">= 1000000000000"),           # seconds
+    (epoch_ms(30) * 1000, "<= 99999999999999"),              # microseconds
+    (-1, ">= 1000000000000"),
 ])
 def test_bad_deadline_is_bad_request(dealer, deadline, says):
     before = exchange(dealer, {"id": 0, "cmd": "get_state"})["result"]
     reply = exchange(dealer, reserve(504, deadline=deadline))
     assert reply["id"] == 504 and reply["error"]["code"] == ErrorCode.BAD_REQUEST
-    assert says in reply["error"]["message"]
+    message = reply["error"]["message"]
+    assert message.startswith("request.deadline: ") and says in message
+    assert "UTC epoch milliseconds" in message
     assert exchange(dealer, {"id": 0, "cmd": "get_state"})["result"] == before

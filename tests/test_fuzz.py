@@ -291,7 +291,7 @@ def readable_id(frame: bytes) -> Any:
     """The id the reply must echo: the request's, when the frame is a map
     whose id is an int or a string of at most MAX_ID_LENGTH characters."""
     try:
-        message = msgpack.unpackb(frame, raw=False)
+        message = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception:
         return None
     request_id = message.get("id") if type(message) is dict else None
