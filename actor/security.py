@@ -8,14 +8,23 @@ poller, so authentication is one more event in the single-threaded loop and
 shares no state across threads. A client key is let in only if its public key
 is one of the certificates in `authorized_keys`; anything else (another
 mechanism, an unknown key) is refused with status 400 and counted.
+
+Refusals are logged sparingly: a refused client reconnects every 100 ms by
+default, and a hostile one can make new keys at will, so one line per
+refusal would bury the log. Within each REFUSAL_LOG_WINDOW the first refusal
+of each key is logged, up to LOGGED_REFUSALS lines; the rest are counted, and
+the next refusal after the window logs how many there were.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("reservation_actor")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+LOGGED_REFUSALS = 5          # refusal lines per window, one per key at most
+REFUSAL_LOG_WINDOW = 60.0    # seconds
 
 
 class SecurityError(Exception):
@@ -108,12 +119,17 @@ def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:
 class ZapHandler:
     """Answers libzmq's ZAP requests for both sockets from the actor's loop."""
 
-    def __init__(self, context: zmq.Context, keys: CurveKeys) -> None:
+    def __init__(self, context: zmq.Context, keys: CurveKeys, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.socket = context.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(ZAP_ENDPOINT)
         self.refused = 0
+        self._clock = clock
+        self._window_start = -math.inf
+        self._logged_keys: set[bytes | None] = set()   # this window's; LOGGED_REFUSALS at most
+        self._unlogged = 0
 
     def handle(self) -> None:
         while True:
@@ -133,11 +149,29 @@ class ZapHandler:
             if key is not None and key in self.keys.authorized:
                 reply = [b"200", b"OK", key]
             else:
-                self.refused += 1
-                log.warning("refused a %s client from %s: key not in authorized_keys",
-                            mechanism.decode(errors="replace"), address.decode(errors="replace"))
+                self._refuse(mechanism, address, key)
                 reply = [b"400", b"not authorized", b""]
             self.socket.send_multipart([version, request_id, *reply, b""])
+
+    def _refuse(self, mechanism: bytes, address: bytes, key: bytes | None) -> None:
+        self.refused += 1
+        now = self._clock()
+        if now - self._window_start >= REFUSAL_LOG_WINDOW:
+            if self._unlogged:
+                log.warning("refused %d more clients in the last %.0f s without logging each; "
+                            "stats.clients_refused counts them all", self._unlogged,
+                            now - self._window_start)
+            self._window_start = now
+            self._logged_keys.clear()
+            self._unlogged = 0
+        if key in self._logged_keys or len(self._logged_keys) >= LOGGED_REFUSALS:
+            self._unlogged += 1
+            return
+        self._logged_keys.add(key)
+        log.warning("refused a %s client from %s: key %s not in authorized_keys (further "
+                    "refusals are summarised at most every %g s)",
+                    mechanism.decode(errors="replace"), address.decode(errors="replace"),
+                    key.decode() if key is not None else "(none)", REFUSAL_LOG_WINDOW)
 
     def close(self) -> None:
         self.socket.close()

@@ -10,6 +10,7 @@ can only be observed as the absence of a reply within a timeout.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -23,9 +24,11 @@ import msgpack
 import pytest
 import zmq
 import zmq.auth
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from actor.security import is_loopback
+from actor.security import (LOGGED_REFUSALS, REFUSAL_LOG_WINDOW, ZAP_ENDPOINT, CurveKeys,
+                            ZapHandler, is_loopback)
 from actor.server import MAX_FRAMES
 from bench.procs import station_config
 from protocol.client import Client, Subscriber
@@ -524,3 +527,63 @@ def test_a_consumer_that_never_reads_costs_its_replies_not_the_loop(
         slow.close()
     finally:
         stop(running)
+
+
+def test_an_unknown_key_trying_300_times_is_counted_each_time_but_logged_a_few_times(
+        secure_actor, pki, context):
+    public, secret = zmq.auth.load_certificate(pki["stranger_key"])
+    server_key, _ = zmq.auth.load_certificate(pki["server_key"])
+    attempts = 300
+    strangers = []
+    with friend(pki, secure_actor.command_endpoint) as client:
+        for _ in range(attempts):
+            stranger = context.socket(zmq.DEALER)
+            stranger.curve_publickey, stranger.curve_secretkey = public, secret
+            stranger.curve_serverkey = server_key
+            stranger.setsockopt(zmq.RECONNECT_IVL, -1)   # one handshake per socket
+            stranger.connect(secure_actor.command_endpoint)
+            strangers.append(stranger)
+        wait_until(lambda: client.stats()["clients_refused"] >= attempts, what="every refusal")
+        assert client.stats()["clients_refused"] == attempts
+        assert client.ping() == "pong"
+    warnings = [line for line in secure_actor.log if " WARNING " in line]
+    assert 1 <= len(warnings) <= 3, warnings[:10]
+    assert public.decode() in warnings[0]
+
+
+def test_refusals_log_each_new_key_once_per_window_and_a_count_of_the_rest(context, caplog):
+    now = [0.0]
+    handler = ZapHandler(context, CurveKeys(b"", b"", frozenset()), clock=lambda: now[0])
+    asker = context.socket(zmq.REQ)
+    asker.setsockopt(zmq.LINGER, 0)
+    asker.connect(ZAP_ENDPOINT)
+    keys = [zmq.curve_keypair()[0] for _ in range(LOGGED_REFUSALS + 2)]
+
+    def refuse(key: bytes) -> None:
+        asker.send_multipart([b"1.0", b"1", b"", b"127.0.0.1", b"", b"CURVE", z85.decode(key)])
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        assert asker.recv_multipart()[2] == b"400"
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="reservation_actor"):
+            for key in (keys[0], keys[0], keys[1], keys[0]):
+                refuse(key)
+            assert [keys[0].decode() in m for m in logged()] == [True, False]
+            assert keys[1].decode() in logged()[1]
+            for key in keys[2:]:     # a new key each time, past the window's budget
+                refuse(key)
+            assert len(logged()) == LOGGED_REFUSALS
+            now[0] += REFUSAL_LOG_WINDOW
+            refuse(keys[0])
+            summary, again = logged()[LOGGED_REFUSALS:]
+            assert "refused 4 more clients in the last 60 s" in summary
+            assert keys[0].decode() in again   # a new window logs it afresh
+            assert handler.refused == len(keys) + 3
+    finally:
+        asker.close()
+        handler.close()
