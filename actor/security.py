@@ -18,10 +18,13 @@ the next refusal after the window logs how many there were.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import math
 import os
+import resource
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 import zmq
 import zmq.auth
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 if TYPE_CHECKING:
     from .config import Config
@@ -41,6 +45,9 @@ log = logging.getLogger("reservation_actor")
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 LOGGED_REFUSALS = 5          # refusal lines per window, one per key at most
 REFUSAL_LOG_WINDOW = 60.0    # seconds
+SHED_LOG_EVERY = 60.0        # seconds between "still out of descriptors" lines
+RESERVE_DESCRIPTORS = 4      # libzmq's spinning accept may win the race for some of them
+MONITOR_EVENTS_PER_CALL = 256   # the spinning listener may report failures faster than they are read
 
 
 class SecurityError(Exception):
@@ -175,6 +182,119 @@ class ZapHandler:
 
     def close(self) -> None:
         self.socket.close()
+
+
+class AcceptGuard:
+    """Keeps libzmq's listeners from spinning while the process is out of file
+    descriptors.
+
+    libzmq (4.3) meets a failed accept(2) by going back to epoll, where the
+    listening socket, its queue still full, is readable again at once: its I/O
+    thread spins at a full core for as long as the limit stays reached, which
+    connections that never speak can arrange (a TODO in its tcp_listener.cpp;
+    zeromq/pyzmq#1642). It reports each failure on the
+    socket monitor, so the guard watches the monitors from the actor's loop:
+    on EMFILE or ENFILE it frees the descriptors it keeps in reserve, accepts
+    every queued connection itself and closes it at once (a ZeroMQ client
+    reconnects, as after any refused connect), then takes the reserve back.
+    The listening descriptor is the one the monitor's LISTENING event names."""
+
+    def __init__(self, sockets: tuple[zmq.Socket, ...], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.listeners: dict[zmq.Socket, int | None] = {
+            sock.get_monitor_socket(zmq.EVENT_LISTENING | zmq.EVENT_ACCEPT_FAILED): None
+            for sock in sockets}
+        self._sockets = sockets
+        self._reserve = _reserve_descriptors()
+        self._clock = clock
+        self._logged_at = -math.inf
+        self._unlogged = 0
+        self.shed = 0
+
+    def handle(self, monitor: zmq.Socket) -> None:
+        exhausted = None
+        for _ in range(MONITOR_EVENTS_PER_CALL):
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_LISTENING:
+                self.listeners[monitor] = int(event["value"])
+            elif event["value"] in (errno.EMFILE, errno.ENFILE):
+                exhausted = event["endpoint"].decode(errors="replace")
+        if exhausted is not None:
+            self._shed(self.listeners[monitor], exhausted)
+
+    def _shed(self, fd: int | None, endpoint: str) -> None:
+        if fd is None:
+            return
+        listener = socket.socket(fileno=fd)   # libzmq's: borrowed, never closed here
+        count = 0
+        try:
+            # libzmq leaves it blocking, as it accepts only when epoll says so; but
+            # its I/O thread may take the last queued connection first, and the
+            # loop must never wait in accept. libzmq takes EAGAIN as "nothing queued".
+            listener.setblocking(False)
+            for fd in self._reserve:
+                os.close(fd)
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    # EAGAIN: the queue is empty. EMFILE: libzmq took the freed descriptor first.
+                    break
+                connection.close()
+                count += 1
+        finally:
+            listener.detach()
+            self._reserve = _reserve_descriptors()
+        self.shed += count
+        self._unlogged += count
+        now = self._clock()
+        if self._unlogged and now - self._logged_at >= SHED_LOG_EVERY:
+            log.warning("out of file descriptors (limit %d): closed %d connections queued on %s "
+                        "unserved since the last such line; stats.connections_shed counts them. "
+                        "Raise the limit (LimitNOFILE=) or find who holds so many connections",
+                        _descriptor_limit(), self._unlogged, endpoint)
+            self._logged_at = now
+            self._unlogged = 0
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.disable_monitor()
+        for monitor in self.listeners:
+            monitor.close()
+        for fd in self._reserve:
+            os.close(fd)
+        self._reserve = []
+
+
+def _reserve_descriptors() -> list[int]:
+    reserve = []
+    try:
+        for _ in range(RESERVE_DESCRIPTORS):
+            reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        pass   # out of descriptors already: the next shed runs with fewer
+    return reserve
+
+
+def _descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, as the Go runtime does for
+    every program: each client costs the actor a descriptor, and the soft
+    default (often 1024) is an accident of select(2), which nothing here
+    uses. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):   # an unlimited hard limit is above what the kernel allows
+            pass
+    return _descriptor_limit()
 
 
 def keygen(directory: str, name: str = "actor") -> tuple[str, str]:

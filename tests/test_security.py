@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 from actor.security import (LOGGED_REFUSALS, REFUSAL_LOG_WINDOW, ZAP_ENDPOINT, CurveKeys,
                             ZapHandler, is_loopback)
 from actor.server import MAX_FRAMES
-from bench.procs import station_config
+from bench.procs import cpu_seconds, station_config
 from protocol.client import Client, Subscriber
 from protocol.wire import UNPACK_LIMITS
 
@@ -587,3 +589,47 @@ def test_refusals_log_each_new_key_once_per_window_and_a_count_of_the_rest(conte
     finally:
         asker.close()
         handler.close()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_connections_past_the_descriptor_limit_are_shed_instead_of_spinning_a_core():
+    # Started with a soft limit below the hard one, as under most service managers.
+    ours = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, ours[1] - 1), ours[1]))
+    try:
+        running = start_actor(**LOOPBACK)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, ours)
+    raw = []
+    try:
+        soft, hard = resource.prlimit(running.pid, resource.RLIMIT_NOFILE)
+        assert soft == hard == ours[1], "start-up raises the soft descriptor limit to the hard one"
+        with running.client() as client:
+            assert client.ping() == "pong"
+            limit = open_descriptors(running.pid) + 40
+            resource.prlimit(running.pid, resource.RLIMIT_NOFILE, (limit, limit))
+            ports = [int(e.rsplit(":", 1)[1]) for e in (running.command_endpoint,
+                                                         running.update_endpoint)]
+            # Connections that never speak, 20 more than the actor has descriptors
+            # left, on both listeners; libzmq holds each one it accepted for its
+            # handshake interval (30 s).
+            for i in range(60):
+                raw.append(socket.create_connection(("127.0.0.1", ports[i % 2])))
+            wait_until(lambda: open_descriptors(running.pid) >= limit, what="descriptors exhausted")
+
+            cpu_before, window_start = cpu_seconds(running.pid), time.monotonic()
+            while time.monotonic() - window_start < 1.0:
+                assert client.ping() == "pong"   # the client connected before the flood
+                time.sleep(0.05)
+            cpu_share = (cpu_seconds(running.pid) - cpu_before) / (time.monotonic() - window_start)
+            assert cpu_share < 0.1, f"the actor spins at {cpu_share:.0%} CPU out of descriptors"
+            assert client.stats()["connections_shed"] >= 1
+    finally:
+        for connection in raw:
+            connection.close()
+        stop(running)
+    said = [line for line in running.log if "out of file descriptors" in line]
+    assert len(said) == 1 and " WARNING " in said[0], said
