@@ -14,6 +14,9 @@ default, and a hostile one can make new keys at will, so one line per
 refusal would bury the log. Within each REFUSAL_LOG_WINDOW the first refusal
 of each key is logged, up to LOGGED_REFUSALS lines; the rest are counted, and
 the next refusal after the window logs how many there were.
+
+AcceptGuard, below, keeps connections that exhaust the file descriptors from
+spinning libzmq's listeners.
 """
 
 from __future__ import annotations
@@ -192,8 +195,8 @@ class AcceptGuard:
     listening socket, its queue still full, is readable again at once: its I/O
     thread spins at a full core for as long as the limit stays reached, which
     connections that never speak can arrange (a TODO in its tcp_listener.cpp;
-    zeromq/pyzmq#1642). It reports each failure on the
-    socket monitor, so the guard watches the monitors from the actor's loop:
+    zeromq/pyzmq#1642). It reports each failure on the socket monitor, so the
+    guard watches the monitors from the actor's loop:
     on EMFILE or ENFILE it frees the descriptors it keeps in reserve, accepts
     every queued connection itself and closes it at once (a ZeroMQ client
     reconnects, as after any refused connect), then takes the reserve back.
@@ -235,8 +238,8 @@ class AcceptGuard:
             # its I/O thread may take the last queued connection first, and the
             # loop must never wait in accept. libzmq takes EAGAIN as "nothing queued".
             listener.setblocking(False)
-            for fd in self._reserve:
-                os.close(fd)
+            for spare in self._reserve:
+                os.close(spare)
             while True:
                 try:
                     connection, _ = listener.accept()
@@ -264,8 +267,8 @@ class AcceptGuard:
             sock.disable_monitor()
         for monitor in self.listeners:
             monitor.close()
-        for fd in self._reserve:
-            os.close(fd)
+        for spare in self._reserve:
+            os.close(spare)
         self._reserve = []
 
 
