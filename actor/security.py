@@ -50,7 +50,7 @@ LOGGED_REFUSALS = 5          # refusal lines per window, one per key at most
 REFUSAL_LOG_WINDOW = 60.0    # seconds
 SHED_LOG_EVERY = 60.0        # seconds between "still out of descriptors" lines
 RESERVE_DESCRIPTORS = 4      # libzmq's spinning accept may win the race for some of them
-MONITOR_EVENTS_PER_CALL = 256   # the spinning listener may report failures faster than they are read
+SHED_AGAIN_AFTER = 256       # events read: a listener spinning again reports faster than they are read
 
 
 class SecurityError(Exception):
@@ -200,37 +200,49 @@ class AcceptGuard:
     on EMFILE or ENFILE it frees the descriptors it keeps in reserve, accepts
     every queued connection itself and closes it at once (a ZeroMQ client
     reconnects, as after any refused connect), then takes the reserve back.
-    The listening descriptor is the one the monitor's LISTENING event names."""
+    The listening descriptor is the one the monitor's LISTENING event names.
+
+    The loop polls each monitor's ZMQ_FD, a plain descriptor, not the monitor
+    socket: zmq_poll asks every ZeroMQ socket for its state on each call,
+    which would add microseconds to every turn for an event that is rare. That
+    descriptor signals an event only to a reader that has found the monitor
+    empty, so each call reads until it is. Read promptly too: libzmq's I/O
+    thread waits while a monitor holds a thousand unread events."""
 
     def __init__(self, sockets: tuple[zmq.Socket, ...], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.listeners: dict[zmq.Socket, int | None] = {
-            sock.get_monitor_socket(zmq.EVENT_LISTENING | zmq.EVENT_ACCEPT_FAILED): None
-            for sock in sockets}
         self._sockets = sockets
+        self._monitors = [sock.get_monitor_socket(zmq.EVENT_LISTENING | zmq.EVENT_ACCEPT_FAILED)
+                          for sock in sockets]
+        # The descriptors for the loop to poll, each with its monitor.
+        self.wakers: dict[int, zmq.Socket] = {m.get(zmq.FD): m for m in self._monitors}
+        self._listening: dict[zmq.Socket, int] = {}
+        for waker in self.wakers:
+            self.handle(waker)   # a monitor found empty once signals its next event
         self._reserve = _reserve_descriptors()
         self._clock = clock
         self._logged_at = -math.inf
         self._unlogged = 0
         self.shed = 0
 
-    def handle(self, monitor: zmq.Socket) -> None:
-        exhausted = None
-        for _ in range(MONITOR_EVENTS_PER_CALL):
+    def handle(self, waker: int) -> None:
+        monitor = self.wakers[waker]
+        since_shed = SHED_AGAIN_AFTER
+        while True:
             try:
                 event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
-                break
+                return
+            since_shed += 1
             if event["event"] == zmq.EVENT_LISTENING:
-                self.listeners[monitor] = int(event["value"])
-            elif event["value"] in (errno.EMFILE, errno.ENFILE):
-                exhausted = event["endpoint"].decode(errors="replace")
-        if exhausted is not None:
-            self._shed(self.listeners[monitor], exhausted)
+                self._listening[monitor] = int(event["value"])
+            elif (event["value"] in (errno.EMFILE, errno.ENFILE) and monitor in self._listening
+                  and since_shed >= SHED_AGAIN_AFTER):
+                # At once: events keep coming for as long as the listener spins.
+                since_shed = 0
+                self._shed(self._listening[monitor], event["endpoint"].decode(errors="replace"))
 
-    def _shed(self, fd: int | None, endpoint: str) -> None:
-        if fd is None:
-            return
+    def _shed(self, fd: int, endpoint: str) -> None:
         listener = socket.socket(fileno=fd)   # libzmq's: borrowed, never closed here
         count = 0
         try:
@@ -265,7 +277,7 @@ class AcceptGuard:
     def close(self) -> None:
         for sock in self._sockets:
             sock.disable_monitor()
-        for monitor in self.listeners:
+        for monitor in self._monitors:
             monitor.close()
         for spare in self._reserve:
             os.close(spare)

@@ -235,8 +235,8 @@ class Actor:
         poller.register(self.router, zmq.POLLIN)
         if self.zap is not None:
             poller.register(self.zap.socket, zmq.POLLIN)
-        for monitor in self.guard.listeners:
-            poller.register(monitor, zmq.POLLIN)
+        for waker in self.guard.wakers:
+            poller.register(waker, zmq.POLLIN)
         wake_r = wake_w = None
         if handle_signals:
             wake_r, wake_w = socket.socketpair()
@@ -281,7 +281,7 @@ class Actor:
                 self._router_readable = True
             elif self.zap is not None and sock is self.zap.socket:
                 self.zap.handle()
-            elif sock in self.guard.listeners:
+            elif sock in self.guard.wakers:
                 self.guard.handle(sock)
         jump = self.clock.stepped()
         now = self.clock()
