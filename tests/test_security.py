@@ -536,7 +536,7 @@ def test_an_unknown_key_trying_300_times_is_counted_each_time_but_logged_a_few_t
     public, secret = zmq.auth.load_certificate(pki["stranger_key"])
     server_key, _ = zmq.auth.load_certificate(pki["server_key"])
     attempts = 300
-    strangers = []
+    strangers = []   # kept open until the end: one closed too soon may never have connected
     with friend(pki, secure_actor.command_endpoint) as client:
         for _ in range(attempts):
             stranger = context.socket(zmq.DEALER)
