@@ -11,7 +11,7 @@ import zmq
 
 from . import logs
 from .config import ConfigError, load_config
-from .security import SecurityError, curve_keys, keygen
+from .security import SecurityError, curve_keys, keygen, raise_descriptor_limit
 from .server import Actor
 from .store import SYNCHRONOUS_MODES, StoreError, default_store_path, open_store
 
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 3
     logging.getLogger("reservation_actor").info(
-        "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
+        "store %s (synchronous=%s); file descriptors: %d at most", path,
+        args.synchronous or config.store_synchronous, raise_descriptor_limit())
     try:
         actor.bind()
     except zmq.ZMQError as exc:

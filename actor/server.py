@@ -60,7 +60,7 @@ from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
-from .security import CurveKeys, ZapHandler
+from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
 
 log = logging.getLogger("reservation_actor")
@@ -156,6 +156,7 @@ class Actor:
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.zap: ZapHandler | None = None
+        self.guard: AcceptGuard | None = None
 
     def _load_core(self) -> tuple[ReservationCore, list]:
         """A core holding exactly what the store holds, plus the updates that
@@ -186,6 +187,7 @@ class Actor:
         # Report a reply that cannot be queued instead of dropping it silently.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+        self.guard = AcceptGuard((self.router, self.pub))   # before binding: it learns the listeners
         for endpoint in (config.command_endpoint, config.update_endpoint):
             _refuse_live_ipc(endpoint)
         # ipc socket files are created owner-only: the file system is the access control.
@@ -211,6 +213,8 @@ class Actor:
         self._stopping = True
 
     def close(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
         bound = []
         for sock in (self.router, self.pub):
             if sock is not None:
@@ -232,6 +236,8 @@ class Actor:
         poller.register(self.router, zmq.POLLIN)
         if self.zap is not None:
             poller.register(self.zap.socket, zmq.POLLIN)
+        for waker in self.guard.wakers:
+            poller.register(waker, zmq.POLLIN)
         wake_r = wake_w = None
         if handle_signals:
             wake_r, wake_w = socket.socketpair()
@@ -277,6 +283,8 @@ class Actor:
                 self._router_readable = True
             elif self.zap is not None and sock is self.zap.socket:
                 self.zap.handle()
+            elif sock in self.guard.wakers:
+                self.guard.handle(sock)
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
@@ -503,6 +511,7 @@ class Actor:
             "replies_dropped": self.replies_dropped,
             "requests_shed": self.requests_shed,
             "clients_refused": self.zap.refused if self.zap is not None else 0,
+            "connections_shed": self.guard.shed if self.guard is not None else 0,
             "store_failures": self.store_failures,
             "seq": self.core.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),
