@@ -6,7 +6,7 @@
             client.reserve_now(reservation_id=2, id_token="B", expiry_time="2030-01-01T00:00:00Z"))
 
 Same commands, arguments, results and errors as the sync `Client` (the
-command methods, request encoding and reply decoding are `protocol.client`'s).
+command methods, request encoding and reply decoding are `protocol.wire`'s).
 Any number of calls may be in flight on the one DEALER socket: a single reader
 task hands each reply to the call whose id it carries. Each request carries a
 `deadline` `timeout` seconds away, and a call that gets no reply raises
@@ -26,10 +26,11 @@ from typing import Any, AsyncIterator
 import zmq
 import zmq.asyncio
 
-from .client import SNAPSHOT, WAIT, Commands, Mirror, dealer, subscription, timed_out
+from .mirror import SNAPSHOT, WAIT, Mirror
+from .sockets import dealer, subscription
 from .wire import (
-    DEADLINE_GRACE, DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, deadline_after, decode_reply,
-    encode_request, result_of,
+    DEADLINE_GRACE, DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, Commands, deadline_after,
+    decode_reply, encode_request, result_of, timed_out,
 )
 
 
@@ -101,7 +102,7 @@ class AsyncClient(Commands):
 class AsyncWatcher:
     """The sync `Watcher` on asyncio: the actor's state (get_state's shape,
     readable in `state` at any time) kept current from the update stream, with
-    the same Clone-pattern decisions (`protocol.client.Mirror`).
+    the same Clone-pattern decisions (`protocol.mirror.Mirror`).
 
         async with AsyncWatcher(command, update) as watcher:
             async for topic, body in watcher:

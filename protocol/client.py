@@ -7,86 +7,26 @@
 `call` is one request, one reply. `send` / `recv` pipeline: many requests in
 flight on one socket, each reply matched by its id. `Watcher` keeps a copy of
 the actor's state (get_state's shape) current from the update stream.
-`protocol.aio` has the same two on asyncio; both share the protocol logic here
-(`encode_request`, `result_of`, `Commands`, `Mirror`).
+`protocol.aio` has the same two on asyncio; both share the protocol logic
+through `protocol.wire` (requests, replies, `Commands`), `protocol.mirror`
+(the Clone pattern) and `protocol.sockets` (DEALER and SUB set-up).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Generator, Iterator
+from typing import Any, Iterator
 
 import zmq
-import zmq.auth
 
-from .vocabulary import Command, ReservationUpdateStatus, Topic
-# CommandFailed is imported for the clients' users: what a call raises belongs with the call.
+# RESYNC and CommandFailed are imported for the clients' users, with what yields or raises them.
+from .mirror import RESYNC, SNAPSHOT, WAIT, Mirror
+from .sockets import dealer, subscription
 from .wire import (
-    DEADLINE_GRACE, DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, CommandFailed, deadline_after,
-    decode_reply, decode_update, encode_request, result_of,
+    DEADLINE_GRACE, DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, CommandFailed, Commands,
+    deadline_after, decode_reply, decode_update, encode_request, result_of, timed_out,
 )
-
-
-def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) -> None:
-    """Make `sock` a CURVE client: server_key is the actor's public certificate
-    file (actor.key), client_key this client's secret certificate file."""
-    if server_key is None and client_key is None:
-        return
-    if server_key is None or client_key is None:
-        raise ValueError("CURVE needs both server_key and client_key")
-    sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
-    public, secret = zmq.auth.load_certificate(client_key)
-    if secret is None:
-        raise ValueError(f"{client_key} holds no secret key; pass the .key_secret file")
-    sock.curve_publickey = public
-    sock.curve_secretkey = secret
-
-
-def timed_out(endpoint: str, wait: float) -> TimeoutError:
-    return TimeoutError(f"no reply from {endpoint} within {wait} s (+{DEADLINE_GRACE} s grace); "
-                        "the request's deadline has passed, so it can no longer take effect "
-                        "(see PROTOCOL.md, Deadlines, for the limits of that)")
-
-
-class Commands:
-    """The protocol's commands as methods over `call`. Client and AsyncClient
-    share them: AsyncClient.call is a coroutine function, so there each method
-    returns an awaitable of the same result."""
-
-    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
-        raise NotImplementedError
-
-    def reserve_now(self, **request: Any) -> str:
-        return self.call(Command.RESERVE_NOW, {"request": request})
-
-    def cancel_reservation(self, reservation_id: int) -> bool:
-        return self.call(Command.CANCEL_RESERVATION, {"reservation_id": reservation_id})
-
-    def exists_reservation(self, **request: Any) -> str:
-        return self.call(Command.EXISTS_RESERVATION, {"request": request})
-
-    def connector_event(self, evse_id: int, connector_id: int, event: str) -> str:
-        return self.call(Command.CONNECTOR_EVENT, {"evse_id": evse_id, "connector_id": connector_id,
-                                                   "event": event})
-
-    def plug_event(self, evse_id: int, plugged_in: bool) -> None:
-        return self.call(Command.PLUG_EVENT, {"evse_id": evse_id, "plugged_in": plugged_in})
-
-    def use_reservation(self, **args: Any) -> int | None:
-        return self.call(Command.USE_RESERVATION, args)
-
-    def is_charging_possible(self, evse_id: int) -> bool:
-        return self.call(Command.IS_CHARGING_POSSIBLE, {"evse_id": evse_id})
-
-    def get_state(self) -> dict[str, Any]:
-        return self.call(Command.GET_STATE)
-
-    def ping(self) -> str:
-        return self.call(Command.PING)
-
-    def stats(self) -> dict[str, Any]:
-        return self.call(Command.STATS)
 
 
 class Client(Commands):
@@ -159,30 +99,6 @@ class Client(Commands):
                 return result_of(reply)
 
 
-def dealer(context: zmq.Context, endpoint: str, server_key: str | None,
-           client_key: str | None) -> zmq.Socket:
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    use_curve(sock, server_key, client_key)
-    sock.connect(endpoint)
-    return sock
-
-
-def subscription(context: zmq.Context, endpoint: str, topics: tuple[str, ...],
-                 server_key: str | None, client_key: str | None,
-                 rcvhwm: int | None = None) -> zmq.Socket:
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    if rcvhwm is not None:
-        # Only takes effect before connect; tests shrink it to make a listener overflow.
-        sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    use_curve(sock, server_key, client_key)
-    for topic in topics:
-        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sock.connect(endpoint)
-    return sock
-
-
 class Subscriber:
     """Updates from the actor's PUB socket, as (topic, body) pairs.
     PUB/SUB drops messages sent before the subscription is in place; a
@@ -212,113 +128,6 @@ class Subscriber:
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         while True:
             yield self.recv()
-
-
-RESYNC = "resync"   # Watcher.poll's entry for "the state was replaced by a new snapshot"
-SNAPSHOT, WAIT, RECEIVE = "snapshot", "wait", "receive"   # what Mirror.poll asks its driver for
-BATCH = 1000        # updates applied per poll at most, so a flood cannot keep one poll from returning
-
-
-class Mirror:
-    """The Clone pattern's decisions, without sockets: Watcher and AsyncWatcher
-    feed it what they receive and do the I/O it asks for.
-
-    `state` is a copy of get_state's result (None until the first snapshot).
-    `receive` applies an update that follows `seq` and ignores one already in
-    the snapshot; anything else (a gap, a topic it cannot apply) makes it
-    `stale`: the owner then takes get_state and hands it to `replace`. After
-    `check_every` seconds without an update applied, `check_due` says to
-    compare the actor's seq with ours, because a loss at the tail of a burst
-    shows no gap until the next update, and an actor restarted without its
-    history (a ':memory:' store) counts seq from 0 again: its updates look
-    like ones already in the snapshot, so they must not count as heard."""
-
-    def __init__(self, check_every: float | None) -> None:
-        self.state: dict[str, Any] | None = None
-        self.stale = True
-        self.resyncs = 0
-        self.check_every = check_every
-        self._last_heard = time.monotonic()
-
-    def check_due(self) -> bool:
-        if self.check_every is None or time.monotonic() - self._last_heard < self.check_every:
-            return False
-        self._last_heard = time.monotonic()
-        return True
-
-    def receive(self, topic: str, body: dict[str, Any]) -> bool:
-        """True when `body` was applied to state; False when it was not (already
-        in the snapshot, or `stale` is now set)."""
-        seq = body["seq"]
-        if seq <= self.state["seq"]:
-            return False
-        if seq == self.state["seq"] + 1 and self._apply(topic, body):
-            self.state["seq"] = seq
-            self._last_heard = time.monotonic()
-            return True
-        self.stale = True
-        return False
-
-    def replace(self, snapshot: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Take `snapshot` as the state; the entry a poll reports for it."""
-        if self.state is not None:
-            self.resyncs += 1
-        self.state = snapshot
-        self.stale = False
-        self._last_heard = time.monotonic()
-        return RESYNC, {"seq": snapshot["seq"]}
-
-    def differs(self, snapshot: dict[str, Any]) -> bool:
-        # Higher: the updates we lack were dropped. Lower: the actor restarted
-        # without its history. Either way the snapshot is the truth.
-        return snapshot["seq"] != self.state["seq"]
-
-    def poll(self, timeout: float) -> Generator[tuple, Any, list[tuple[str, dict[str, Any]]]]:
-        """One Watcher.poll as a generator of the I/O it needs, so the sync and
-        the asyncio watcher share every decision and differ only in how they
-        wait. It yields (SNAPSHOT,) for a get_state result, (WAIT, ms) for
-        whether an update arrived within ms, (RECEIVE,) for the next update's
-        frames or None; it returns what the poll applied, in order."""
-        applied: list[tuple[str, dict[str, Any]]] = []
-        if self.stale:
-            applied.append(self.replace((yield (SNAPSHOT,))))
-        if (yield (WAIT, int(timeout * 1000))):
-            for _ in range(BATCH):
-                frames = yield (RECEIVE,)
-                if frames is None:
-                    break
-                topic, body = decode_update(frames)
-                if self.receive(topic, body):
-                    applied.append((topic, body))
-                elif self.stale:
-                    applied.append(self.replace((yield (SNAPSHOT,))))
-        if self.check_due():
-            snapshot = yield (SNAPSHOT,)
-            if self.differs(snapshot):
-                applied.append(self.replace(snapshot))
-        return applied
-
-    def _apply(self, topic: str, body: dict[str, Any]) -> bool:
-        """Change `state` as the actor did when it published `body`; False when
-        this client cannot (a topic it does not know)."""
-        if topic == Topic.RESERVATION_UPDATE:
-            rid = body["reservation_id"]
-            kept = [r for r in self.state["reservations"] if r["reservation_id"] != rid]
-            if body["reservation_status"] == ReservationUpdateStatus.PLACED:
-                # The actor lists reservations oldest first; a replacement is the newest.
-                kept.append(body["reservation"])
-            self.state["reservations"] = kept
-            return True
-        if topic in (Topic.EVSE_RESERVED, Topic.EVSE_STATE):
-            evse = next((e for e in self.state["evses"] if e["id"] == body["evse_id"]), None)
-            if evse is None:
-                return False   # not in our snapshot's station: take a new one
-            fields = (("reserved", "reservation_id", "held_for_non_evse_specific")
-                      if topic == Topic.EVSE_RESERVED
-                      else ("plugged_in", "connectors"))
-            evse.update((key, body[key]) for key in fields)
-            return True
-        return False
 
 
 class Watcher:

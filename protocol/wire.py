@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .vocabulary import ErrorCode
+from .vocabulary import Command, ErrorCode
 
 DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -189,3 +189,49 @@ def result_of(reply: dict[str, Any]) -> Any:
 def decode_update(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
     topic, body = frames
     return topic.decode(), msgspec.msgpack.decode(body)
+
+
+def timed_out(endpoint: str, wait: float) -> TimeoutError:
+    return TimeoutError(f"no reply from {endpoint} within {wait} s (+{DEADLINE_GRACE} s grace); "
+                        "the request's deadline has passed, so it can no longer take effect "
+                        "(see PROTOCOL.md, Deadlines, for the limits of that)")
+
+
+class Commands:
+    """The protocol's commands as methods over `call`. Client and AsyncClient
+    share them: AsyncClient.call is a coroutine function, so there each method
+    returns an awaitable of the same result."""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def reserve_now(self, **request: Any) -> str:
+        return self.call(Command.RESERVE_NOW, {"request": request})
+
+    def cancel_reservation(self, reservation_id: int) -> bool:
+        return self.call(Command.CANCEL_RESERVATION, {"reservation_id": reservation_id})
+
+    def exists_reservation(self, **request: Any) -> str:
+        return self.call(Command.EXISTS_RESERVATION, {"request": request})
+
+    def connector_event(self, evse_id: int, connector_id: int, event: str) -> str:
+        return self.call(Command.CONNECTOR_EVENT, {"evse_id": evse_id, "connector_id": connector_id,
+                                                   "event": event})
+
+    def plug_event(self, evse_id: int, plugged_in: bool) -> None:
+        return self.call(Command.PLUG_EVENT, {"evse_id": evse_id, "plugged_in": plugged_in})
+
+    def use_reservation(self, **args: Any) -> int | None:
+        return self.call(Command.USE_RESERVATION, args)
+
+    def is_charging_possible(self, evse_id: int) -> bool:
+        return self.call(Command.IS_CHARGING_POSSIBLE, {"evse_id": evse_id})
+
+    def get_state(self) -> dict[str, Any]:
+        return self.call(Command.GET_STATE)
+
+    def ping(self) -> str:
+        return self.call(Command.PING)
+
+    def stats(self) -> dict[str, Any]:
+        return self.call(Command.STATS)
