@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 import zmq
@@ -229,9 +229,12 @@ class Actor:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def serve(self, *, handle_signals: bool = True) -> None:
+    def serve(self, *, handle_signals: bool = True,
+              ready: Callable[[], None] | None = None) -> None:
         """Run until stop() or SIGINT/SIGTERM. Signals wake the poller through
-        a self-pipe, so stopping never waits for the next expiry."""
+        a self-pipe, so stopping never waits for the next expiry. `ready` is
+        called once start-up's own updates are committed and published (by a
+        first turn, which does not wait for a request when there are some)."""
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         if self.zap is not None:
@@ -252,6 +255,10 @@ class Actor:
         gc.freeze()
         sys.setrecursionlimit(max(sys.getrecursionlimit(), READABLE_NESTING))
         try:
+            if self._unstored:
+                self.turn(poller)
+            if ready is not None:
+                ready()
             while not self._stopping:
                 self.turn(poller)
         finally:

@@ -20,6 +20,7 @@ import zmq
 
 from .client import RESYNC, Client, CommandFailed, Watcher
 from .rfc3339 import format_rfc3339
+from .version import add_version_option
 from .vocabulary import ConnectorEventType, ConnectorType
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
@@ -59,6 +60,7 @@ COMMANDS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="reservation-ctl",
                                      description="Send commands to a reservation actor.")
+    add_version_option(parser)
     parser.add_argument("--endpoint", default=DEFAULT_COMMAND_ENDPOINT,
                         help=f"command endpoint (default {DEFAULT_COMMAND_ENDPOINT})")
     parser.add_argument("--update-endpoint", default=DEFAULT_UPDATE_ENDPOINT,
@@ -151,3 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result, indent=2 if isinstance(result, (dict, list)) else None))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
