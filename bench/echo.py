@@ -49,7 +49,6 @@ import sys
 import time
 from typing import NamedTuple
 
-import msgpack
 import msgspec
 import zmq
 
@@ -187,7 +186,7 @@ def write_c_script(script: dict, path: str) -> None:
 
 def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
     with open(script_path, "rb") as f:
-        cut = cut_script(msgpack.unpackb(f.read()))
+        cut = cut_script(msgspec.msgpack.decode(f.read()))
     router, pub = bind_pair("floor", command_endpoint, update_endpoint)
     read, send, publish = request_reader(router), router.send, pub.send
     encode = msgspec.msgpack.Encoder().encode
@@ -214,7 +213,7 @@ def update_messages(first: int, count: int, templates: list | None = None) -> li
     ([topic, map] pairs) or else alternating the actor's two update shapes (a
     reservation_update, then the evse_reserved it causes)."""
     out = []
-    packb = msgpack.packb
+    packb = msgspec.msgpack.encode
     if templates:
         frames = [(topic.encode() if isinstance(topic, str) else topic, body)
                   for topic, body in templates]
@@ -266,7 +265,7 @@ def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
     warm = update_messages(0, 1)[0]
     while True:
         frames = control.recv_multipart()
-        request = msgpack.unpackb(frames[-1])
+        request = msgspec.msgpack.decode(frames[-1])
         cmd = request.get("cmd")
         if cmd == "warm":
             pub.send_multipart(warm)
@@ -277,11 +276,11 @@ def serve_publisher(control_endpoint: str, update_endpoint: str) -> None:
             t0, t1 = publish(pub, messages, request.get("rate", 0))
             result = {"t0": t0, "t1": t1}
         else:
-            frames[-1] = msgpack.packb({"id": request.get("id"), "ok": False, "error": {
+            frames[-1] = msgspec.msgpack.encode({"id": request.get("id"), "ok": False, "error": {
                 "code": ErrorCode.UNKNOWN_COMMAND, "message": str(cmd)}})
             control.send_multipart(frames)
             continue
-        frames[-1] = msgpack.packb({"id": request.get("id"), "ok": True, "result": result})
+        frames[-1] = msgspec.msgpack.encode({"id": request.get("id"), "ok": True, "result": result})
         control.send_multipart(frames)
 
 

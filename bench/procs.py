@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-import msgpack
+import msgspec
 import zmq
 
 from bench import c
@@ -239,8 +239,8 @@ def record_script(actor: Server, requests: list[bytes], timeout: float = 10.0) -
         sub.connect(actor.endpoints[1])
 
         def published() -> int:
-            dealer.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
-            return msgpack.unpackb(dealer.recv())["result"]["updates_published"]
+            dealer.send(msgspec.msgpack.encode({"id": 0, "cmd": Command.STATS}))
+            return msgspec.msgpack.decode(dealer.recv())["result"]["updates_published"]
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -256,7 +256,7 @@ def record_script(actor: Server, requests: list[bytes], timeout: float = 10.0) -
                         complete = False
                         break
                     updates.append(sub.recv_multipart())
-                script[msgpack.unpackb(request)["cmd"]] = {"reply": reply, "updates": updates}
+                script[msgspec.msgpack.decode(request)["cmd"]] = {"reply": reply, "updates": updates}
             if complete:
                 return script
             while sub.poll(50):       # what a half-joined round left behind
@@ -273,7 +273,7 @@ def start_floor(actor: Server, requests: list[bytes], directory: str, command: s
     """The I/O floor (`python -m bench.echo --floor`) on `command` and `update`,
     answering and publishing what `actor` did for each of `requests` (record_script)."""
     path = os.path.join(directory, FLOOR_SCRIPT)
-    Path(path).write_bytes(msgpack.packb(record_script(actor, requests)))
+    Path(path).write_bytes(msgspec.msgpack.encode(record_script(actor, requests)))
     return start_process("floor", ["-m", "bench.echo", "--floor", command, update, path],
                          FLOOR_BOUND)
 
@@ -284,7 +284,7 @@ def start_c_floor(directory: str, command: str, update: str) -> Server:
     where it cannot be built."""
     binary = c.build()
     with open(os.path.join(directory, FLOOR_SCRIPT), "rb") as f:
-        script = msgpack.unpackb(f.read())
+        script = msgspec.msgpack.decode(f.read())
     path = os.path.join(directory, "floor-script.bin")
     write_c_script(script, path)
     return start_process("c-floor", ["floor", command, update, path], FLOOR_BOUND,

@@ -32,7 +32,7 @@ import os
 import statistics
 import time
 
-import msgpack
+import msgspec
 import zmq
 
 from bench.common import Context, Figure, percentile
@@ -50,7 +50,7 @@ IN_FLIGHT = 500       # pipelined reserve_now requests outstanding at once
 
 
 def _request(reservation_id: int, evse_id: int, expiry_time: str) -> bytes:
-    return msgpack.packb({"id": reservation_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
+    return msgspec.msgpack.encode({"id": reservation_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
         "reservation_id": reservation_id, "id_token": f"FLEET{reservation_id}",
         "evse_id": evse_id, "expiry_time": expiry_time}}})
 
@@ -75,10 +75,10 @@ class _Bench:
         self.sub.close()
 
     def call(self, request: dict, timeout: float = 10.0) -> dict:
-        self.dealer.send(msgpack.packb(request))
+        self.dealer.send(msgspec.msgpack.encode(request))
         if not self.dealer.poll(int(timeout * 1000)):
             raise TimeoutError(f"no reply to {request['cmd']} within {timeout} s")
-        return msgpack.unpackb(self.dealer.recv())
+        return msgspec.msgpack.decode(self.dealer.recv())
 
     def prove_subscribed(self, timeout: float = 10.0) -> None:
         """Place and cancel a probe reservation until its update arrives: PUB/SUB
@@ -114,7 +114,7 @@ class _Bench:
                 sent += 1
             if not dealer.poll(10_000):
                 raise TimeoutError(f"no reply after {received} of {evses} reservations")
-            reply = msgpack.unpackb(dealer.recv())
+            reply = msgspec.msgpack.decode(dealer.recv())
             received += 1
             if reply.get("ok") and reply.get("result") == ReservationResult.REJECTED:
                 late = True   # stop sending; read what is in flight, then give up
@@ -146,7 +146,7 @@ class _Bench:
                     expired += 1
         lateness = []
         for arrival, body in stamped:
-            update = msgpack.unpackb(body)
+            update = msgspec.msgpack.decode(body)
             if (update["reservation_status"] == ReservationUpdateStatus.EXPIRED
                     and update["reservation_id"] in expiries):
                 lateness.append((arrival - expiries[update["reservation_id"]]) * 1000)

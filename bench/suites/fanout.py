@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 
-import msgpack
+import msgspec
 import zmq
 
 from bench.common import Context, Figure
@@ -67,7 +67,7 @@ def subscriber_process(conn, index: int, endpoints: dict[str, str]) -> None:
 
 def receive(sock: zmq.Socket, first: int, last: int, timeout: float) -> tuple[int, float, float]:
     """(updates with first <= seq <= last received, time of the first, time of the last)."""
-    recv, poll, unpackb, monotonic = sock.recv_multipart, sock.poll, msgpack.unpackb, time.monotonic
+    recv, poll, unpackb, monotonic = sock.recv_multipart, sock.poll, msgspec.msgpack.decode, time.monotonic
     count = 0
     t_first = t_last = 0.0
     deadline = monotonic() + timeout
@@ -129,8 +129,8 @@ class _Driver:
             raise RuntimeError(f"fanout: {bad} error replies from the actor")
 
     def seq(self) -> int:
-        self.sock.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
-        return msgpack.unpackb(self.sock.recv())["result"]["seq"]
+        self.sock.send(msgspec.msgpack.encode({"id": 0, "cmd": Command.STATS}))
+        return msgspec.msgpack.decode(self.sock.recv())["result"]["seq"]
 
 
 def capture_cycle(context: zmq.Context, endpoint: str, driver: "_Driver") -> list:
@@ -151,7 +151,7 @@ def capture_cycle(context: zmq.Context, endpoint: str, driver: "_Driver") -> lis
         cycle = []
         while len(cycle) < 4 and sub.poll(5000):
             topic, body = sub.recv_multipart()
-            cycle.append([topic.decode(), msgpack.unpackb(body)])
+            cycle.append([topic.decode(), msgspec.msgpack.decode(body)])
         if len(cycle) != 4:
             raise RuntimeError(f"fanout: a reserve/cancel pair published {len(cycle)} updates, not 4")
         return cycle
@@ -192,8 +192,8 @@ def run(ctx: Context) -> list[Figure]:
             control.connect(publisher.endpoints[0])
 
             def bare(request: dict) -> dict:
-                control.send(msgpack.packb(request))
-                return msgpack.unpackb(control.recv())["result"]
+                control.send(msgspec.msgpack.encode(request))
+                return msgspec.msgpack.decode(control.recv())["result"]
 
             try:
                 templates = capture_cycle(context, actor.endpoints[1], driver)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 
-import msgpack
+import msgspec
 import zmq
 
 from bench import c
@@ -71,23 +71,23 @@ TIMEOUT_MS = 5000
 
 
 def reserve(request_id: int, reservation_id: int, evse_id: int, token: str = "BENCH") -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
+    return msgspec.msgpack.encode({"id": request_id, "cmd": Command.RESERVE_NOW, "args": {"request": {
         "reservation_id": reservation_id, "id_token": token, "expiry_time": EXPIRY,
         "evse_id": evse_id, "connector_type": ConnectorType.cCCS2}}})
 
 
 def cancel(request_id: int, reservation_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": Command.CANCEL_RESERVATION,
+    return msgspec.msgpack.encode({"id": request_id, "cmd": Command.CANCEL_RESERVATION,
                           "args": {"reservation_id": reservation_id}})
 
 
 def exists(request_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": Command.EXISTS_RESERVATION,
+    return msgspec.msgpack.encode({"id": request_id, "cmd": Command.EXISTS_RESERVATION,
                           "args": {"request": {"id_token": "EXISTS", "evse_id": 2}}})
 
 
 def ping(request_id: int) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": Command.PING})
+    return msgspec.msgpack.encode({"id": request_id, "cmd": Command.PING})
 
 
 class Workload:
@@ -127,7 +127,7 @@ def lockstep(sock: zmq.Socket, requests: list[bytes]) -> tuple[list[float], list
 
 def expect(replies: list[bytes], results: list[object], what: str) -> None:
     for reply, wanted in zip(replies, results):
-        decoded = msgpack.unpackb(reply)
+        decoded = msgspec.msgpack.decode(reply)
         if not decoded.get("ok") or decoded.get("result") != wanted:
             raise RuntimeError(f"{what}: expected {wanted!r}, got {decoded!r}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-import msgpack
+import msgspec
 import zmq
 
 from bench.common import Context, Figure, rotation
@@ -141,8 +141,8 @@ class _Stats:
         self.sock.connect(endpoint)
 
     def __call__(self) -> dict:
-        self.sock.send(msgpack.packb({"id": 0, "cmd": Command.STATS}))
-        return msgpack.unpackb(self.sock.recv())["result"]
+        self.sock.send(msgspec.msgpack.encode({"id": 0, "cmd": Command.STATS}))
+        return msgspec.msgpack.decode(self.sock.recv())["result"]
 
     def close(self) -> None:
         self.sock.close()
