@@ -61,7 +61,7 @@ class RestartMachine(RuleBasedStateMachine):
     def stop(self, sig: int) -> None:
         self.client.close()
         status = self.actor.stop(sig)
-        assert status in (0, -signal.SIGKILL), "".join(self.actor.log)
+        assert status == (-sig if sig == signal.SIGKILL else 0), "".join(self.actor.log)
         self.ended += [int(m.group(1)) for m in map(ENDED_LINE.search, self.actor.log)
                        if m and m.group(2) in ENDED]
         self.actor.server.close()
@@ -127,6 +127,7 @@ class RestartMachine(RuleBasedStateMachine):
         reservation_id = data.draw(st.sampled_from(sorted(self.held)))
         _, expiry = self.held.pop(reservation_id)
         cancelled = self.client.cancel_reservation(reservation_id)
+        # Read after the reply: the actor decided it no later than now.
         if expiry > time.time() + MARGIN:
             assert cancelled, f"{reservation_id} was held and not yet expired"
 
