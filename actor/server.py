@@ -19,10 +19,8 @@ something (and any decided after them, whose answers saw those changes) are
 answered store_failed, and the core is rebuilt from the store, so memory
 equals the disk and nothing a client sent is pending. What the actor changes
 on its own (an expiry; what start-up or that rebuild ended) cannot be
-refused, so it is held, unpublished, and its commit retried with a backoff
-(RETRY_FIRST doubling to RETRY_CAP) instead of on every turn; reads are
-answered meanwhile. The failure is logged when it starts, every
-STILL_FAILING_EVERY seconds while it lasts, and when it ends.
+refused, so it is held, unpublished, and its commit retried on the schedule
+of retry.CommitRetry instead of on every turn; reads are answered meanwhile.
 
 Fairness. A turn is bounded by the bytes of its replies as well as by their
 number, so one client's expensive requests (get_state on a large station)
@@ -60,6 +58,7 @@ from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
+from .retry import RETRY_CAP, CommitRetry, Note
 from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
 
@@ -70,8 +69,6 @@ BATCH = 256   # requests decided per loop turn before replying; bounds reply lat
 MAX_FRAMES = 8
 PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
 MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
-RETRY_FIRST, RETRY_CAP = 0.1, 5.0   # seconds between retries of a held-back commit
-STILL_FAILING_EVERY = 30.0          # seconds between "still failing" log lines
 TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
 MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
 PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
@@ -101,6 +98,19 @@ def _refuse_live_ipc(endpoint: str) -> None:
         except OSError:
             return
     raise zmq.ZMQError(errno.EADDRINUSE, f"{endpoint} is in use by another process")
+
+
+def poll_ms(deadline: float, now: float) -> int:
+    """How long to poll to wake by `deadline`, for any two floats: 0 when it
+    is due or past (or not a number), at most MAX_SLEEP_MS however far. zmq_poll
+    takes a C int of milliseconds (24.8 days), and waking at least once a second
+    lets stepped() see a wall-clock step before a far deadline."""
+    remaining = deadline - now
+    if not remaining > 0:
+        return 0
+    if remaining >= MAX_SLEEP_MS / 1000:
+        return MAX_SLEEP_MS
+    return math.ceil(remaining * 1000)
 
 
 class _Peer:
@@ -135,9 +145,7 @@ class Actor:
         # Start-up's own changes (what expired or no longer fits while down) are
         # committed by the first turn and published once the sockets are bound.
         self.core, self._unstored = self._load_core()
-        self._retry_at = -math.inf
-        self._failed_commits = 0         # in a row; 0 while the store is healthy
-        self._failure_logged_at = 0.0
+        self._retry = CommitRetry()
         self._turn_reply_bytes = config.turn_reply_bytes or math.inf
         self._peer_unread_bytes = config.peer_unread_bytes or math.inf
         self._peers: dict[bytes, _Peer] = {}
@@ -298,20 +306,19 @@ class Actor:
             log.warning("wall clock stepped by %+.3f s; re-arming %d expiries against UTC",
                         jump, self.core.active_reservations)
             self.core.rebase(now)
-            self._retry_at = min(self._retry_at, now)
+            self._retry.rebase(now)
         return now
 
     def _poll_timeout_ms(self) -> int | None:
         deadline = self.core.next_expiry()
-        if self._unstored:
-            deadline = self._retry_at if deadline is None else min(deadline, self._retry_at)
-        if deadline is None:
+        if deadline is None and not self._unstored:
             timeout = None
         else:
-            # zmq_poll takes a C int of milliseconds (24.8 days): an expiry further
-            # out overflowed it and killed the actor. Waking at least once a second
-            # also lets stepped() see a wall-clock step before a far deadline.
-            timeout = min(MAX_SLEEP_MS, max(0, math.ceil((deadline - self.clock()) * 1000)))
+            now = self.clock()
+            if self._unstored:
+                retry_at = self._retry.next_attempt(now)
+                deadline = retry_at if deadline is None else min(deadline, retry_at)
+            timeout = poll_ms(deadline, now)
         if self._waiting:
             # Nothing wakes the poller when a parked peer's replies leave.
             timeout = PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
@@ -421,7 +428,7 @@ class Actor:
         """Store what the turn changed; True when its updates may go out.
         Clients' writes are committed at once; the actor's own changes alone
         wait for their retry time after a failure, held back unpublished."""
-        if not wrote and updates and now < self._retry_at:
+        if not wrote and updates and not self._retry.due(now):
             self._unstored = updates
             return False
         changes = self.core.take_changes()
@@ -432,24 +439,19 @@ class Actor:
         except StoreError as exc:
             self._store_failed(exc, now)
             return False
-        if self._failed_commits:
-            log.warning("store %s recovered after %d failed commits", self.store.path,
-                        self._failed_commits)
-            self._failed_commits = 0
-            self._retry_at = -math.inf
+        failures = self._retry.recovered()
+        if failures:
+            log.warning("store %s recovered after %d failed commits", self.store.path, failures)
         return True
 
     def _store_failed(self, exc: StoreError, now: float) -> None:
         self.store_failures += 1
-        self._failed_commits += 1
-        if self._failed_commits == 1:
+        note = self._retry.failed(now)
+        if note is Note.FAILING:
             log.error("%s; changes answer %s until it recovers, the actor's own are retried "
                       "(every %g s at most)", exc, ErrorCode.STORE_FAILED, RETRY_CAP)
-            self._failure_logged_at = now
-        elif now - self._failure_logged_at >= STILL_FAILING_EVERY:
-            log.error("%s; still failing, %d attempts", exc, self._failed_commits)
-            self._failure_logged_at = now
-        self._retry_at = now + min(RETRY_CAP, RETRY_FIRST * 2 ** (self._failed_commits - 1))
+        elif note is Note.STILL_FAILING:
+            log.error("%s; still failing, %d attempts", exc, self._retry.failures)
         self.core, self._unstored = self._load_core()
 
     def _refuse_writes(self, replies: list[list[bytes]], first_write: int | None) -> None:
