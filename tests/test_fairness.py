@@ -16,6 +16,7 @@ import pytest
 import zmq
 
 from bench.procs import station_config
+from bench.suites.fairness import keep_in_flight
 from protocol.client import Client
 from protocol.vocabulary import Command, ReservationUpdateStatus, Topic
 
@@ -114,7 +115,6 @@ CHAIN = 6                      # EVSE-specific reservations expiring CHAIN_GAP a
 CHAIN_GAP = 0.1
 MARKER_EVSE = 1                # cType2 only: its plug flag is toggled to mark turns
 MARKER_EVERY = 16              # flood requests per marker
-WINDOW = 1000                  # flood requests in flight: always more than a turn takes
 
 
 def token(n: int) -> str:
@@ -129,21 +129,11 @@ def flood_until(stop: threading.Event, context: zmq.Context, endpoint: str) -> N
     missing = {"id_token": "X" * 240}
     requests = [packed(0, Command.EXISTS_RESERVATION, {**missing, "group_id_token": "G" * 240}),
                 packed(0, Command.USE_RESERVATION, {**missing, "parent_id_token": "G" * 240})]
-    in_flight = sent = 0
+    marker = [packed(0, Command.PLUG_EVENT, {"evse_id": MARKER_EVSE, "plugged_in": plugged})
+              for plugged in (False, True)]
     try:
-        while not stop.is_set():
-            while in_flight < WINDOW:
-                sent += 1
-                if sent % MARKER_EVERY:
-                    sock.send(requests[sent % 2])
-                else:
-                    sock.send(packed(0, Command.PLUG_EVENT, {
-                        "evse_id": MARKER_EVSE, "plugged_in": bool(sent // MARKER_EVERY % 2)}))
-                in_flight += 1
-            if sock.poll(100):
-                while sock.poll(0):
-                    sock.recv()
-                    in_flight -= 1
+        keep_in_flight(sock, lambda n: marker[n // MARKER_EVERY % 2] if n % MARKER_EVERY == 0
+                       else requests[n % 2], stop)
     finally:
         sock.close()
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import msgpack
 import zmq
@@ -123,19 +124,26 @@ def lookups(context: zmq.Context, endpoint: str, stop: threading.Event) -> None:
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    in_flight = sent = 0
     try:
-        while not stop.is_set():
-            while in_flight < WINDOW:
-                sent += 1
-                sock.send(requests[sent % 2])
-                in_flight += 1
-            if sock.poll(50):
-                while sock.poll(0):
-                    sock.recv()
-                    in_flight -= 1
+        keep_in_flight(sock, lambda n: requests[n % 2], stop)
     finally:
         sock.close()
+
+
+def keep_in_flight(sock: zmq.Socket, request: Callable[[int], bytes], stop: threading.Event,
+                   window: int = WINDOW) -> None:
+    """Send request(1), request(2), ... with `window` of them unanswered until
+    `stop` is set, reading and dropping the replies."""
+    in_flight = sent = 0
+    while not stop.is_set():
+        while in_flight < window:
+            sent += 1
+            sock.send(request(sent))
+            in_flight += 1
+        if sock.poll(50):
+            while sock.poll(0):
+                sock.recv()
+                in_flight -= 1
 
 
 # -- the subscriber: expiry lateness and RSS -----------------------------------------------------
