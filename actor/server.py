@@ -107,23 +107,23 @@ def _refuse_live_ipc(endpoint: str) -> None:
     raise zmq.ZMQError(errno.EADDRINUSE, f"{endpoint} is in use by another process")
 
 
-def _connection(frame: zmq.Frame) -> tuple[int, int, int] | None:
-    """The connection a message came on: its file descriptor and that socket's
-    (device, inode); None when libzmq has already closed it (the peer is gone).
+def _socket_at(fd: int) -> tuple[int, int] | None:
+    """What is open on a connection's file descriptor (the ZMQ_SRCFD of a message
+    that came on it): the socket's (device, inode), None once libzmq has closed it
+    because the peer disconnected.
 
     Why not a socket monitor: its DISCONNECTED events carry only the fd, which
     the next connection may reuse before the event is read, and a full monitor
     pipe drops events. The inode tells one socket from the next on the same fd,
     and asking costs one fstat, only for peers whose requests are parked. A
     connection without an fd (inproc) is never taken for gone."""
-    fd = frame.get(zmq.SRCFD)
     if fd < 0:
-        return fd, 0, 0
+        return fd, fd
     try:
         status = os.fstat(fd)
     except OSError:
         return None
-    return fd, status.st_dev, status.st_ino
+    return status.st_dev, status.st_ino
 
 
 class _Peer:
@@ -137,21 +137,15 @@ class _Peer:
         self.sending: deque[tuple[zmq.MessageTracker, int]] = deque()
         self.unread = 0
         self.parked: deque[list[bytes]] = deque()
-        self.connection: tuple[int, int, int] | None = None
+        self.connection: tuple[int, tuple[int, int]] | None = None   # fd, _socket_at(fd)
 
     def gone(self) -> bool:
         """Whether the connection its parked requests came on is closed. libzmq
         closes the fd as soon as it sees the disconnect; a peer's queued replies
         are dropped (making it look caught up) only later, once everything it
         sent has been read, so a gone peer is seen as gone when its turn comes."""
-        fd, device, inode = self.connection
-        if fd < 0:
-            return False
-        try:
-            status = os.fstat(fd)
-        except OSError:
-            return True
-        return (status.st_dev, status.st_ino) != (device, inode)
+        fd, socket_there = self.connection
+        return _socket_at(fd) != socket_there
 
     def unread_bytes(self) -> int:
         sending = self.sending
@@ -420,16 +414,17 @@ class Actor:
         if self._peers:
             peer = self._peers.get(frames[0])
             if peer is not None and (peer.parked or peer.unread_bytes() > self._peer_unread_bytes):
-                self._park(frames[0], peer, frames, _connection(frame))
+                self._park(frames[0], peer, frames, frame.get(zmq.SRCFD))
                 return _PARKED
         return frames
 
-    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes],
-              connection: tuple[int, int, int] | None) -> None:
-        if connection is None:
+    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes], fd: int) -> None:
+        socket_there = _socket_at(fd)
+        if socket_there is None:
             # Sent before its peer disconnected, read after: nobody to answer.
             self.requests_abandoned += 1
             return
+        connection = fd, socket_there
         if peer.parked and peer.connection != connection:
             # The same routing id on a new connection: the old one is gone.
             self._abandon(peer)
