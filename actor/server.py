@@ -36,7 +36,8 @@ order, and decided once it catches up (at most MAX_PARKED; past that they are
 shed, like messages past a high-water mark, and counted). Parked requests and
 requests read from the ROUTER take turns, so a backlog never starves the
 others; the parked requests of a peer that disconnected are dropped undecided
-(and counted), found by the connection they came on being closed.
+(and counted), found by the connection they came on being closed, and so is
+what it sent before leaving that is read afterwards.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ STILL_FAILING_EVERY = 30.0          # seconds between "still failing" log lines
 TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
 MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
 PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
+MAX_GONE = 1024                     # peers found gone, remembered while what they sent is read
 
 # Frames are sent with Socket.send and int flags: send_multipart's checks and
 # flag arithmetic cost more than the send itself (a third of publishing).
@@ -177,6 +179,7 @@ class Actor:
         self._peers: dict[bytes, _Peer] = {}
         self._waiting: dict[bytes, _Peer] = {}    # peers with parked requests
         self._parked_next = False   # parked and read requests take turns
+        self._gone: dict[bytes, None] = {}         # peers found gone, oldest first
         self._answered_here = {Command.STATS: self._stats}
         self._encode = Encoder()
         self.started = time.monotonic()
@@ -388,7 +391,7 @@ class Actor:
             if peer.unread_bytes() > limit:
                 continue
             if peer.gone():
-                self._abandon(peer)
+                self._abandon(identity, peer)
                 del self._waiting[identity]
                 continue
             frames = peer.parked.popleft()
@@ -411,6 +414,12 @@ class Actor:
         while frame.more:
             frame = router.recv(_NOBLOCK, copy=False)
             frames.append(frame.bytes)
+        if self._gone and frames[0] in self._gone:
+            if _socket_at(frame.get(zmq.SRCFD)) is None:
+                # Sent before its peer disconnected, read after: nobody to answer.
+                self.requests_abandoned += 1
+                return _PARKED
+            del self._gone[frames[0]]   # the same routing id, connected again
         if self._peers:
             peer = self._peers.get(frames[0])
             if peer is not None and (peer.parked or peer.unread_bytes() > self._peer_unread_bytes):
@@ -421,13 +430,13 @@ class Actor:
     def _park(self, identity: bytes, peer: _Peer, frames: list[bytes], fd: int) -> None:
         socket_there = _socket_at(fd)
         if socket_there is None:
-            # Sent before its peer disconnected, read after: nobody to answer.
             self.requests_abandoned += 1
+            self._abandon(identity, peer)
             return
         connection = fd, socket_there
         if peer.parked and peer.connection != connection:
             # The same routing id on a new connection: the old one is gone.
-            self._abandon(peer)
+            self._abandon(identity, peer)
         peer.connection = connection
         if len(peer.parked) >= MAX_PARKED:
             if not self.requests_shed:
@@ -438,9 +447,14 @@ class Actor:
         peer.parked.append(frames)
         self._waiting[identity] = peer
 
-    def _abandon(self, peer: _Peer) -> None:
+    def _abandon(self, identity: bytes, peer: _Peer) -> None:
+        """Drop what `peer` left parked, and drop what it sent before leaving as
+        it is read (libzmq may still hold some once its replies are discarded)."""
         self.requests_abandoned += len(peer.parked)
         peer.parked.clear()
+        self._gone[identity] = None
+        if len(self._gone) > MAX_GONE:
+            del self._gone[next(iter(self._gone))]
 
     def _decide_request(self, frames: list[bytes], now: float, updates: list) -> bytes:
         """The encoded reply to one request. Everything before its last frame
