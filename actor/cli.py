@@ -9,9 +9,12 @@ from dataclasses import replace
 
 import zmq
 
+from protocol.version import add_version_option
+
 from . import logs
 from .config import ConfigError, load_config
-from .security import SecurityError, curve_keys, keygen
+from .notify import Notifier
+from .security import SecurityError, curve_keys, keygen, raise_descriptor_limit
 from .server import Actor
 from .store import SYNCHRONOUS_MODES, StoreError, default_store_path, open_store
 
@@ -41,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "reach it can reserve every EVSE)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=logs.FORMATS,
+                        help="text lines (default) or one JSON object per line; time stamps "
+                             "are UTC either way")
+    add_version_option(parser)
     return parser.parse_args(argv)
 
 
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["keygen"]:
         return keygen_main(argv[1:])
     args = parse_args(argv)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, log_format=args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 3
     logging.getLogger("reservation_actor").info(
-        "store %s (synchronous=%s)", path, args.synchronous or config.store_synchronous)
+        "store %s (synchronous=%s); file descriptors: %d at most", path,
+        args.synchronous or config.store_synchronous, raise_descriptor_limit())
     try:
         actor.bind()
     except zmq.ZMQError as exc:
@@ -105,12 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         actor.close()
         store.close()
         return 2
+    supervisor = Notifier.from_environment()
     try:
-        actor.serve()
+        actor.serve(ready=lambda: supervisor.ready(
+            f"serving commands on {actor.command_endpoint}, updates on {actor.update_endpoint}"))
     except StoreError as exc:   # the store became unreadable while serving
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 3
     finally:
+        supervisor.stopping()
         actor.close()
         store.close()
         # Closing the context waits out the sockets' short linger, so replies

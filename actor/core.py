@@ -60,7 +60,15 @@ _REFUSAL = {
     State.OCCUPIED: (3, Result.OCCUPIED),
 }
 
-HELD_FOR_NON_SPECIFIC = -1   # evse_reserved's reservation_id for a held-back EVSE
+
+class _HeldForNonSpecific:
+    """What an EVSE held back for non-EVSE-specific reservations shows. Not an
+    int: a client may give a reservation any int32 id, -1 included, so no id
+    can also mean "held"."""
+
+
+HELD_FOR_NON_SPECIFIC = _HeldForNonSpecific()
+Shown = int | _HeldForNonSpecific | None   # an EVSE's specific reservation id, held, or neither
 
 
 @dataclass
@@ -139,6 +147,14 @@ def _evse_state(evse: Evse) -> dict[str, Any]:
                            for c in evse.connectors.values()]}
 
 
+def _reserved_fields(shown: Shown) -> dict[str, Any]:
+    """How evse_reserved and get_state's evses say what an EVSE shows: the two
+    reasons to be reserved each in a field of its own."""
+    held = shown is HELD_FOR_NON_SPECIFIC
+    return {"reserved": shown is not None, "reservation_id": None if held else shown,
+            "held_for_non_evse_specific": held}
+
+
 def _strongest(states: Iterable[State]) -> Result:
     return max((_REFUSAL[s] for s in states if s in _REFUSAL), default=(3, Result.OCCUPIED))[1]
 
@@ -193,7 +209,7 @@ class ReservationCore:
             Ping: lambda command, now, updates: "pong",
         }
 
-    def _reset_shown(self, shown: dict[int, int | None]) -> None:
+    def _reset_shown(self, shown: dict[int, Shown]) -> None:
         """Take `shown` as what evse_reserved last published per EVSE. Nothing
         is known about what changed since, so the next _publish_reserved
         compares every EVSE (`_touched` None) instead of the touched ones."""
@@ -414,9 +430,7 @@ class ReservationCore:
             "reservations_enabled": self.reservations_enabled,
             "non_evse_specific": self.non_evse_specific,
             "reservations": [r.to_wire() for r in self._reservations.values()],
-            "evses": [{"id": evse.id, **_evse_state(evse),
-                       "reserved": self._shown[evse.id] is not None,
-                       "reservation_id": self._shown[evse.id]}
+            "evses": [{"id": evse.id, **_evse_state(evse), **_reserved_fields(self._shown[evse.id])}
                       for evse in self._evses.values()],
         }
 
@@ -482,14 +496,14 @@ class ReservationCore:
 
     # -- what EVSEs show as reserved ---------------------------------------------------------
 
-    def _reserved_view(self) -> dict[int, int | None]:
+    def _reserved_view(self) -> dict[int, Shown]:
         """Per EVSE: its specific reservation's id, HELD_FOR_NON_SPECIFIC when it is
         held back for non-EVSE-specific reservations, else None."""
         held = self._held_signatures = self._signatures_held()
         return {evse.id: self._shown_by(evse, held) for evse in self._evses.values()}
 
     @staticmethod
-    def _shown_by(evse: Evse, held: frozenset[frozenset[ConnectorType]]) -> int | None:
+    def _shown_by(evse: Evse, held: frozenset[frozenset[ConnectorType]]) -> Shown:
         if evse.reservation is not None:
             return evse.reservation.reservation_id
         return HELD_FOR_NON_SPECIFIC if evse.free_signature in held else None
@@ -531,8 +545,8 @@ class ReservationCore:
             shown = self._shown_by(evses[evse_id], held)
             if last[evse_id] != shown:
                 last[evse_id] = shown
-                self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, "reserved": shown is not None,
-                                                    "reservation_id": shown}, updates)
+                self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, **_reserved_fields(shown)},
+                              updates)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 

@@ -13,19 +13,30 @@ record (start-up lines, warnings, errors) is written at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("text", "json")   # --log-format
+# What every LogRecord has; the rest of a record's attributes are its extra fields.
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "batched"}
 
 
 class SecondCachingFormatter(logging.Formatter):
-    """logging.Formatter's default time stamp, strftime'd once per second; and
-    for batched records of one instant, the line before the message made once."""
+    """Time stamps in UTC with the zone, RFC 3339 (2026-12-04T18:00:00.123Z):
+    a log read beside another host's, or across a daylight-saving change, means
+    one instant. strftime'd once per second; and for batched records of one
+    instant, the line before the message made once."""
 
-    def __init__(self, fmt: str) -> None:
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self, fmt: str | None = FORMAT) -> None:
         super().__init__(fmt)
         self._second = -1
         self._stamp = ""
@@ -35,13 +46,21 @@ class SecondCachingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         instant = (record.created, record.levelno, record.name)
         if getattr(record, "batched", False) and instant == self._instant:
-            return self._head + record.getMessage()
-        line = super().format(record)
-        if getattr(record, "batched", False) and line.endswith(record.message) \
-                and not record.exc_info:
-            self._instant = instant
-            self._head = line[:len(line) - len(record.message)]
+            return self._head + self.tail(record.getMessage())
+        line = self.format_record(record)
+        if getattr(record, "batched", False) and not record.exc_info:
+            tail = self.tail(record.message)
+            if line.endswith(tail):
+                self._instant = instant
+                self._head = line[:len(line) - len(tail)]
         return line
+
+    def format_record(self, record: logging.LogRecord) -> str:
+        return super().format(record)
+
+    def tail(self, message: str) -> str:
+        """How a line made by format_record ends for a record with `message`."""
+        return message
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
@@ -49,6 +68,27 @@ class SecondCachingFormatter(logging.Formatter):
             self._second = second
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
         return self.default_msec_format % (self._stamp, record.msecs)
+
+
+class JsonFormatter(SecondCachingFormatter):
+    """One JSON object per line, for a log collector: time, level, logger,
+    message, then the record's extra fields (`extra=`) and its exception."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def format_record(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        fields = {"time": self.formatTime(record), "level": record.levelname,
+                  "logger": record.name, "message": record.message}
+        fields.update((key, value) for key, value in record.__dict__.items()
+                      if key not in _RECORD_ATTRIBUTES)
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return json.dumps(fields, separators=(",", ":"), default=str)
+
+    def tail(self, message: str) -> str:
+        return json.dumps(message) + "}"
 
 
 class TurnHandler(logging.StreamHandler):
@@ -75,9 +115,14 @@ class TurnHandler(logging.StreamHandler):
         super().flush()
 
 
-def configure(level: str, stream: TextIO = sys.stderr) -> None:
+def formatter(log_format: str) -> SecondCachingFormatter:
+    return JsonFormatter() if log_format == "json" else SecondCachingFormatter()
+
+
+def configure(level: str, stream: TextIO = sys.stderr, log_format: str = "text") -> None:
+    """`log_format`: one of FORMATS, text lines (FORMAT) or JSON lines."""
     handler = TurnHandler(stream)
-    handler.setFormatter(SecondCachingFormatter(FORMAT))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # The format uses none of these; LogRecord would look them up for every line.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

@@ -8,14 +8,29 @@ poller, so authentication is one more event in the single-threaded loop and
 shares no state across threads. A client key is let in only if its public key
 is one of the certificates in `authorized_keys`; anything else (another
 mechanism, an unknown key) is refused with status 400 and counted.
+
+Refusals are logged sparingly: a refused client reconnects every 100 ms by
+default, and a hostile one can make new keys at will, so one line per
+refusal would bury the log. Within each REFUSAL_LOG_WINDOW the first refusal
+of each key is logged, up to LOGGED_REFUSALS lines; the rest are counted, and
+the next refusal after the window logs how many there were.
+
+AcceptGuard, below, keeps connections that exhaust the file descriptors from
+spinning libzmq's listeners.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import math
 import os
+import resource
+import socket
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +38,7 @@ from typing import TYPE_CHECKING
 import zmq
 import zmq.auth
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 if TYPE_CHECKING:
     from .config import Config
@@ -30,6 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("reservation_actor")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+LOGGED_REFUSALS = 5          # refusal lines per window, one per key at most
+REFUSAL_LOG_WINDOW = 60.0    # seconds
+SHED_LOG_EVERY = 60.0        # seconds between "still out of descriptors" lines
+RESERVE_DESCRIPTORS = 4      # libzmq's spinning accept may win the race for some of them
+SHED_AGAIN_AFTER = 256       # events read: a listener spinning again reports faster than they are read
 
 
 class SecurityError(Exception):
@@ -108,12 +129,17 @@ def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:
 class ZapHandler:
     """Answers libzmq's ZAP requests for both sockets from the actor's loop."""
 
-    def __init__(self, context: zmq.Context, keys: CurveKeys) -> None:
+    def __init__(self, context: zmq.Context, keys: CurveKeys, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.socket = context.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(ZAP_ENDPOINT)
         self.refused = 0
+        self._clock = clock
+        self._window_start = -math.inf
+        self._logged_keys: set[bytes | None] = set()   # this window's; LOGGED_REFUSALS at most
+        self._unlogged = 0
 
     def handle(self) -> None:
         while True:
@@ -133,14 +159,157 @@ class ZapHandler:
             if key is not None and key in self.keys.authorized:
                 reply = [b"200", b"OK", key]
             else:
-                self.refused += 1
-                log.warning("refused a %s client from %s: key not in authorized_keys",
-                            mechanism.decode(errors="replace"), address.decode(errors="replace"))
+                self._refuse(mechanism, address, key)
                 reply = [b"400", b"not authorized", b""]
             self.socket.send_multipart([version, request_id, *reply, b""])
 
+    def _refuse(self, mechanism: bytes, address: bytes, key: bytes | None) -> None:
+        self.refused += 1
+        now = self._clock()
+        if now - self._window_start >= REFUSAL_LOG_WINDOW:
+            if self._unlogged:
+                log.warning("refused %d more clients in the last %.0f s without logging each; "
+                            "stats.clients_refused counts them all", self._unlogged,
+                            now - self._window_start)
+            self._window_start = now
+            self._logged_keys.clear()
+            self._unlogged = 0
+        if key in self._logged_keys or len(self._logged_keys) >= LOGGED_REFUSALS:
+            self._unlogged += 1
+            return
+        self._logged_keys.add(key)
+        log.warning("refused a %s client from %s: key %s not in authorized_keys (further "
+                    "refusals are summarised at most every %g s)",
+                    mechanism.decode(errors="replace"), address.decode(errors="replace"),
+                    key.decode() if key is not None else "(none)", REFUSAL_LOG_WINDOW)
+
     def close(self) -> None:
         self.socket.close()
+
+
+class AcceptGuard:
+    """Keeps libzmq's listeners from spinning while the process is out of file
+    descriptors.
+
+    libzmq (4.3) meets a failed accept(2) by going back to epoll, where the
+    listening socket, its queue still full, is readable again at once: its I/O
+    thread spins at a full core for as long as the limit stays reached, which
+    connections that never speak can arrange (a TODO in its tcp_listener.cpp;
+    zeromq/pyzmq#1642). It reports each failure on the socket monitor, so the
+    guard watches the monitors from the actor's loop:
+    on EMFILE or ENFILE it frees the descriptors it keeps in reserve, accepts
+    every queued connection itself and closes it at once (a ZeroMQ client
+    reconnects, as after any refused connect), then takes the reserve back.
+    The listening descriptor is the one the monitor's LISTENING event names.
+
+    The loop polls each monitor's ZMQ_FD, a plain descriptor, not the monitor
+    socket: zmq_poll asks every ZeroMQ socket for its state on each call,
+    which would add microseconds to every turn for an event that is rare. That
+    descriptor signals an event only to a reader that has found the monitor
+    empty, so each call reads until it is. Read promptly too: libzmq's I/O
+    thread waits while a monitor holds a thousand unread events."""
+
+    def __init__(self, sockets: tuple[zmq.Socket, ...], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._sockets = sockets
+        self._monitors = [sock.get_monitor_socket(zmq.EVENT_LISTENING | zmq.EVENT_ACCEPT_FAILED)
+                          for sock in sockets]
+        # The descriptors for the loop to poll, each with its monitor.
+        self.wakers: dict[int, zmq.Socket] = {m.get(zmq.FD): m for m in self._monitors}
+        self._listening: dict[zmq.Socket, int] = {}
+        for waker in self.wakers:
+            self.handle(waker)   # a monitor found empty once signals its next event
+        self._reserve = _reserve_descriptors()
+        self._clock = clock
+        self._logged_at = -math.inf
+        self._unlogged = 0
+        self.shed = 0
+
+    def handle(self, waker: int) -> None:
+        monitor = self.wakers[waker]
+        since_shed = SHED_AGAIN_AFTER
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            since_shed += 1
+            if event["event"] == zmq.EVENT_LISTENING:
+                self._listening[monitor] = int(event["value"])
+            elif (event["value"] in (errno.EMFILE, errno.ENFILE) and monitor in self._listening
+                  and since_shed >= SHED_AGAIN_AFTER):
+                # At once: events keep coming for as long as the listener spins.
+                since_shed = 0
+                self._shed(self._listening[monitor], event["endpoint"].decode(errors="replace"))
+
+    def _shed(self, fd: int, endpoint: str) -> None:
+        listener = socket.socket(fileno=fd)   # libzmq's: borrowed, never closed here
+        count = 0
+        try:
+            # libzmq leaves it blocking, as it accepts only when epoll says so; but
+            # its I/O thread may take the last queued connection first, and the
+            # loop must never wait in accept. libzmq takes EAGAIN as "nothing queued".
+            listener.setblocking(False)
+            for spare in self._reserve:
+                os.close(spare)
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    # EAGAIN: the queue is empty. EMFILE: libzmq took the freed descriptor first.
+                    break
+                connection.close()
+                count += 1
+        finally:
+            listener.detach()
+            self._reserve = _reserve_descriptors()
+        self.shed += count
+        self._unlogged += count
+        now = self._clock()
+        if self._unlogged and now - self._logged_at >= SHED_LOG_EVERY:
+            log.warning("out of file descriptors (limit %d): closed %d connections queued on %s "
+                        "unserved since the last such line; stats.connections_shed counts them. "
+                        "Raise the limit (LimitNOFILE=) or find who holds so many connections",
+                        _descriptor_limit(), self._unlogged, endpoint)
+            self._logged_at = now
+            self._unlogged = 0
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.disable_monitor()
+        for monitor in self._monitors:
+            monitor.close()
+        for spare in self._reserve:
+            os.close(spare)
+        self._reserve = []
+
+
+def _reserve_descriptors() -> list[int]:
+    reserve = []
+    try:
+        for _ in range(RESERVE_DESCRIPTORS):
+            reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        pass   # out of descriptors already: the next shed runs with fewer
+    return reserve
+
+
+def _descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, as the Go runtime does for
+    every program: each client costs the actor a descriptor, and the soft
+    default (often 1024) is an accident of select(2), which nothing here
+    uses. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):   # an unlimited hard limit is above what the kernel allows
+            pass
+    return _descriptor_limit()
 
 
 def keygen(directory: str, name: str = "actor") -> tuple[str, str]:

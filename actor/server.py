@@ -20,10 +20,8 @@ something (and any decided after them, whose answers saw those changes) are
 answered store_failed, and the core is rebuilt from the store, so memory
 equals the disk and nothing a client sent is pending. What the actor changes
 on its own (an expiry; what start-up or that rebuild ended) cannot be
-refused, so it is held, unpublished, and its commit retried with a backoff
-(RETRY_FIRST doubling to RETRY_CAP) instead of on every turn; reads are
-answered meanwhile. The failure is logged when it starts, every
-STILL_FAILING_EVERY seconds while it lasts, and when it ends.
+refused, so it is held, unpublished, and its commit retried on the schedule
+of retry.CommitRetry instead of on every turn; reads are answered meanwhile.
 
 Fairness. A turn is bounded by the bytes of its replies and by the time spent
 deciding as well as by their number, so one client's expensive requests (a
@@ -52,7 +50,7 @@ import signal
 import socket
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import zmq
@@ -65,7 +63,8 @@ from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
-from .security import CurveKeys, ZapHandler
+from .retry import RETRY_CAP, CommitRetry, Note
+from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
 
 log = logging.getLogger("reservation_actor")
@@ -75,8 +74,6 @@ BATCH = 256   # requests decided per loop turn before replying; bounds reply lat
 MAX_FRAMES = 8
 PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
 MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
-RETRY_FIRST, RETRY_CAP = 0.1, 5.0   # seconds between retries of a held-back commit
-STILL_FAILING_EVERY = 30.0          # seconds between "still failing" log lines
 TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
 MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
 PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
@@ -128,6 +125,19 @@ def _socket_at(fd: int) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def poll_ms(deadline: float, now: float) -> int:
+    """How long to poll to wake by `deadline`, for any two floats: 0 when it
+    is due or past (or not a number), at most MAX_SLEEP_MS however far. zmq_poll
+    takes a C int of milliseconds (24.8 days), and waking at least once a second
+    lets stepped() see a wall-clock step before a far deadline."""
+    remaining = deadline - now
+    if not remaining > 0:
+        return 0
+    if remaining >= MAX_SLEEP_MS / 1000:
+        return MAX_SLEEP_MS
+    return math.ceil(remaining * 1000)
+
+
 class _Peer:
     """One peer's replies that libzmq has not yet handed to the kernel (the
     tracked ones), the requests parked until it reads them, and the connection
@@ -170,9 +180,7 @@ class Actor:
         # Start-up's own changes (what expired or no longer fits while down) are
         # committed by the first turn and published once the sockets are bound.
         self.core, self._unstored = self._load_core()
-        self._retry_at = -math.inf
-        self._failed_commits = 0         # in a row; 0 while the store is healthy
-        self._failure_logged_at = 0.0
+        self._retry = CommitRetry()
         self._turn_reply_bytes = config.turn_reply_bytes or math.inf
         self._peer_unread_bytes = config.peer_unread_bytes or math.inf
         self._turn_decide_s = config.turn_decide_ms / 1000 or math.inf
@@ -195,6 +203,7 @@ class Actor:
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.zap: ZapHandler | None = None
+        self.guard: AcceptGuard | None = None
 
     def _load_core(self) -> tuple[ReservationCore, list]:
         """A core holding exactly what the store holds, plus the updates that
@@ -225,6 +234,7 @@ class Actor:
         # Report a reply that cannot be queued instead of dropping it silently.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HIGH_WATER_MARK)
+        self.guard = AcceptGuard((self.router, self.pub))   # before binding: it learns the listeners
         for endpoint in (config.command_endpoint, config.update_endpoint):
             _refuse_live_ipc(endpoint)
         # ipc socket files are created owner-only: the file system is the access control.
@@ -250,6 +260,8 @@ class Actor:
         self._stopping = True
 
     def close(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
         bound = []
         for sock in (self.router, self.pub):
             if sock is not None:
@@ -264,13 +276,18 @@ class Actor:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def serve(self, *, handle_signals: bool = True) -> None:
+    def serve(self, *, handle_signals: bool = True,
+              ready: Callable[[], None] | None = None) -> None:
         """Run until stop() or SIGINT/SIGTERM. Signals wake the poller through
-        a self-pipe, so stopping never waits for the next expiry."""
+        a self-pipe, so stopping never waits for the next expiry. `ready` is
+        called once start-up's own updates are committed and published (by a
+        first turn, which does not wait for a request when there are some)."""
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         if self.zap is not None:
             poller.register(self.zap.socket, zmq.POLLIN)
+        for waker in self.guard.wakers:
+            poller.register(waker, zmq.POLLIN)
         wake_r = wake_w = None
         if handle_signals:
             wake_r, wake_w = socket.socketpair()
@@ -284,6 +301,10 @@ class Actor:
         # collection, so none costs what the station's size would make it cost.
         gc.freeze()
         try:
+            if self._unstored:
+                self.turn(poller)
+            if ready is not None:
+                ready()
             while not self._stopping:
                 self.turn(poller)
         finally:
@@ -315,26 +336,27 @@ class Actor:
                 self._router_readable = True
             elif self.zap is not None and sock is self.zap.socket:
                 self.zap.handle()
+            elif sock in self.guard.wakers:
+                self.guard.handle(sock)
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
             log.warning("wall clock stepped by %+.3f s; re-arming %d expiries against UTC",
                         jump, self.core.active_reservations)
             self.core.rebase(now)
-            self._retry_at = min(self._retry_at, now)
+            self._retry.rebase(now)
         return now
 
     def _poll_timeout_ms(self) -> int | None:
         deadline = self.core.next_expiry()
-        if self._unstored:
-            deadline = self._retry_at if deadline is None else min(deadline, self._retry_at)
-        if deadline is None:
+        if deadline is None and not self._unstored:
             timeout = None
         else:
-            # zmq_poll takes a C int of milliseconds (24.8 days): an expiry further
-            # out overflowed it and killed the actor. Waking at least once a second
-            # also lets stepped() see a wall-clock step before a far deadline.
-            timeout = min(MAX_SLEEP_MS, max(0, math.ceil((deadline - self.clock()) * 1000)))
+            now = self.clock()
+            if self._unstored:
+                retry_at = self._retry.next_attempt(now)
+                deadline = retry_at if deadline is None else min(deadline, retry_at)
+            timeout = poll_ms(deadline, now)
         if self._waiting:
             # Nothing wakes the poller when a parked peer's replies leave.
             timeout = PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
@@ -466,7 +488,13 @@ class Actor:
                 raise ProtocolError(ErrorCode.BAD_REQUEST,
                                     f"more than {MAX_FRAMES} frames; a request is one frame "
                                     "after its routing frames")
-            request_id, cmd, args = decode_request(frames[-1])
+            request_id, cmd, args, deadline = decode_request(frames[-1])
+            if deadline is not None and now * 1000 > deadline:
+                # Its sender reports it as timed out (or soon will): it must not take effect.
+                raise ProtocolError(ErrorCode.DEADLINE_EXCEEDED,
+                                    f"the request's deadline passed {now * 1000 - deadline:.0f} ms "
+                                    "before the actor read it, so it was not carried out; "
+                                    "send it again with a new deadline")
             command = parse_command(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
@@ -488,7 +516,7 @@ class Actor:
         """Store what the turn changed; True when its updates may go out.
         Clients' writes are committed at once; the actor's own changes alone
         wait for their retry time after a failure, held back unpublished."""
-        if not wrote and updates and now < self._retry_at:
+        if not wrote and updates and not self._retry.due(now):
             self._unstored = updates
             return False
         changes = self.core.take_changes()
@@ -499,24 +527,19 @@ class Actor:
         except StoreError as exc:
             self._store_failed(exc, now)
             return False
-        if self._failed_commits:
-            log.warning("store %s recovered after %d failed commits", self.store.path,
-                        self._failed_commits)
-            self._failed_commits = 0
-            self._retry_at = -math.inf
+        failures = self._retry.recovered()
+        if failures:
+            log.warning("store %s recovered after %d failed commits", self.store.path, failures)
         return True
 
     def _store_failed(self, exc: StoreError, now: float) -> None:
         self.store_failures += 1
-        self._failed_commits += 1
-        if self._failed_commits == 1:
+        note = self._retry.failed(now)
+        if note is Note.FAILING:
             log.error("%s; changes answer %s until it recovers, the actor's own are retried "
                       "(every %g s at most)", exc, ErrorCode.STORE_FAILED, RETRY_CAP)
-            self._failure_logged_at = now
-        elif now - self._failure_logged_at >= STILL_FAILING_EVERY:
-            log.error("%s; still failing, %d attempts", exc, self._failed_commits)
-            self._failure_logged_at = now
-        self._retry_at = now + min(RETRY_CAP, RETRY_FIRST * 2 ** (self._failed_commits - 1))
+        elif note is Note.STILL_FAILING:
+            log.error("%s; still failing, %d attempts", exc, self._retry.failures)
         self.core, self._unstored = self._load_core()
 
     def _refuse_writes(self, replies: list[list[bytes]], first_write: int | None) -> None:
@@ -586,6 +609,7 @@ class Actor:
             "requests_shed": self.requests_shed,
             "requests_abandoned": self.requests_abandoned,
             "clients_refused": self.zap.refused if self.zap is not None else 0,
+            "connections_shed": self.guard.shed if self.guard is not None else 0,
             "store_failures": self.store_failures,
             "seq": self.core.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),

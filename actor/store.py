@@ -50,6 +50,12 @@ CREATE TABLE connector (
 INSERT INTO meta VALUES ('seq', 0), ('position', 0);
 """
 _META_KEYS = ("seq", "position")
+# The counters grow by one per update or placement: even at a million a second
+# they take 285 years to pass 2**53, past which a client whose numbers are
+# doubles (JSON, JavaScript) can no longer tell seq n from n + 1. A larger
+# stored value is damage or tampering, and near 2**63 SQLite could not even
+# store the next one.
+MAX_COUNTER = 2 ** 53 - 1
 _CONNECTOR_STATES = frozenset(ConnectorState)
 
 
@@ -223,9 +229,10 @@ class Store:
         meta = dict(db.execute("SELECT key, value FROM meta"))
         for key in _META_KEYS:
             value = meta.get(key)
-            if type(value) is not int or value < 0:
+            if type(value) is not int or not 0 <= value <= MAX_COUNTER:
                 raise self._malformed(f"meta {key!r} is " + (
-                    "missing" if key not in meta else f"{value!r}, not an integer >= 0"))
+                    "missing" if key not in meta else
+                    f"{value!r}, not an integer from 0 to {MAX_COUNTER} (2**53 - 1)"))
         state = StoredState(seq=meta["seq"])
         for rid, token, expiry_time, evse_id, parent, ctype in db.execute(
                 "SELECT reservation_id, id_token, expiry_time, evse_id, parent_id_token, "
@@ -275,7 +282,7 @@ class Store:
             db.execute("UPDATE meta SET value = ? WHERE key = 'position'", (position,))
             db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (changes.seq,))
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:   # OverflowError: a value past int64
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"store {self.path}: commit failed: {exc}") from exc

@@ -1,10 +1,10 @@
 """The bare baselines the actor is measured against, each run as its own process.
 
     python -m bench.echo ENDPOINT
-        A single-threaded ROUTER that only decodes each request (msgpack) and
-        encodes a reply map {"id", "ok": true, "result": <the request's cmd>}:
-        the floor of any msgpack-over-ROUTER server in Python, with no
-        validation, no decision and no updates.
+        A single-threaded ROUTER that only decodes each request (msgspec: its id
+        and cmd, parsing past the rest) and encodes a reply map {"id", "ok": true,
+        "result": <the request's cmd>}: the floor of any msgpack-over-ROUTER
+        server in Python, with no validation, no decision and no updates.
 
     python -m bench.echo --publisher CONTROL UPDATE
         A bare PUB on UPDATE (with the actor's send high-water mark), driven
@@ -21,11 +21,13 @@
 
     python -m bench.echo --floor COMMAND UPDATE SCRIPT
         The I/O floor: a single-threaded ROUTER on COMMAND and PUB on UPDATE
-        that, for each request, decodes it (msgpack), sends back a byte-identical
-        copy of the reply the actor gave to a request of the same `cmd`, then
-        publishes byte-identical copies of the update messages the actor
-        published for it. SCRIPT is a msgpack file {cmd: {"reply": bytes,
-        "updates": [[frame, ...], ...]}} recorded from a real actor
+        that, for each request, decodes it as the echo does, sends back the reply
+        the actor gave to a request of the same `cmd` with this request's id in
+        it, then publishes the update messages the actor published for it, each
+        with the next `seq`: the actor's own bytes but for the only two fields
+        every reply and update must get right, filled in by copying the id's
+        bytes and encoding the seq. SCRIPT is a msgpack file {cmd: {"reply":
+        bytes, "updates": [[frame, ...], ...]}} recorded from a real actor
         (bench.procs.start_floor); a `cmd` not in it gets the echo's reply. What
         is left between the actor and this is the actor's own work: validation,
         the decision, the store, encoding and logging.
@@ -33,17 +35,22 @@
 Each prints one line to stderr once bound, like the actor: "echo serving on
 ENDPOINT" / "publisher serving on CONTROL, updates on UPDATE" / "floor serving
 on COMMAND, updates on UPDATE". SIGTERM (the default disposition) ends them.
-The echo and the floor send frame by frame with integer flags, as the actor
-does, so the comparison is of the work and not of the send idiom.
+The echo and the floor are the fastest pure-Python way to do their I/O, as the
+actor does it: frames received one by one with copy=False and Frame.more, sent
+one by one with integer flags, so the comparison is of the work and not of the
+socket idiom. bench/c/floor.c is the same echo and floor in C on libzmq.
 """
 
 from __future__ import annotations
 
 import argparse
+import struct
 import sys
 import time
+from typing import NamedTuple
 
 import msgpack
+import msgspec
 import zmq
 
 from actor.server import PUB_HIGH_WATER_MARK
@@ -51,25 +58,43 @@ from protocol.vocabulary import ErrorCode, ReservationUpdateStatus, Topic
 
 TOPICS = (Topic.RESERVATION_UPDATE.encode(), Topic.EVSE_RESERVED.encode())
 _MORE = int(zmq.SNDMORE)
+NIL = msgspec.Raw(b"\xc0")
 
 
-def send_frames(send, frames: list[bytes]) -> None:
-    for frame in frames[:-1]:
-        send(frame, _MORE)
-    send(frames[-1])
+class Request(msgspec.Struct):
+    """What the echo and the floor read of a request, as the actor must: its id
+    (kept as its own msgpack bytes, to be copied into the reply) and its cmd;
+    the rest (args) is parsed past, which checks the whole request is msgpack."""
+    id: msgspec.Raw = NIL
+    cmd: str | None = None
 
 
-def decode(body: bytes) -> tuple[object, object]:
-    """(id, cmd) of a request, (None, None) if it is not a msgpack map."""
-    try:
-        request = msgpack.unpackb(body)
-        return request.get("id"), request.get("cmd")
-    except Exception:
-        return None, None
+class EchoReply(msgspec.Struct):
+    id: msgspec.Raw
+    ok: bool
+    result: object
 
 
-def echo_reply(request_id: object, cmd: object) -> bytes:
-    return msgpack.packb({"id": request_id, "ok": True, "result": cmd})
+def request_reader(router: zmq.Socket):
+    """read(): (route, request) of the next request on `router`, frame by frame
+    with Frame.more (recv_multipart asks RCVMORE through getsockopt for each
+    frame, which costs half as much again), the body decoded in place. A body
+    that is not a msgpack map reads as Request() (no id, no cmd)."""
+    recv = router.recv
+    decode = msgspec.msgpack.Decoder(Request).decode
+
+    def read() -> tuple[list[bytes], Request]:
+        frame = recv(0, False)
+        route = []
+        while frame.more:
+            route.append(frame.bytes)
+            frame = recv(0, False)
+        try:
+            return route, decode(frame.buffer)
+        except msgspec.DecodeError:
+            return route, Request()
+
+    return read
 
 
 def serve_echo(endpoint: str) -> None:
@@ -79,11 +104,13 @@ def serve_echo(endpoint: str) -> None:
     router.bind(endpoint)
     print(f"echo serving on {router.getsockopt_string(zmq.LAST_ENDPOINT)}",
           file=sys.stderr, flush=True)
-    recv, send = router.recv_multipart, router.send
+    read, send = request_reader(router), router.send
+    encode = msgspec.msgpack.Encoder().encode
     while True:
-        frames = recv()
-        frames[-1] = echo_reply(*decode(frames[-1]))
-        send_frames(send, frames)
+        route, request = read()
+        for frame in route:
+            send(frame, _MORE)
+        send(encode(EchoReply(request.id, True, request.cmd)))
 
 
 def bind_pair(name: str, router_endpoint: str, pub_endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
@@ -103,21 +130,83 @@ def bind_pair(name: str, router_endpoint: str, pub_endpoint: str) -> tuple[zmq.S
     return router, pub
 
 
+def split_at(body: bytes, key: str) -> tuple[bytes, bytes]:
+    """(prefix, suffix) of msgpack map `body` around the value of `key`, so that
+    prefix + <any msgpack value> + suffix is the same map with that value."""
+    marker = "\x00floor\x00"
+    template = msgspec.msgpack.encode({**msgspec.msgpack.decode(body), key: marker})
+    encoded = msgspec.msgpack.encode(marker)
+    if template.count(encoded) != 1:
+        raise ValueError(f"cannot find the {key!r} of {body!r}")
+    prefix, suffix = template.split(encoded)
+    original = msgspec.msgpack.encode(msgspec.msgpack.decode(body)[key])
+    if prefix + original + suffix != body:
+        raise ValueError(f"{body!r} does not re-encode byte for byte")
+    return prefix, suffix
+
+
+class Templates(NamedTuple):
+    """The floor's script cut where the actor's messages vary: each reply around
+    its id, each update body around its seq."""
+    replies: dict[str, tuple[bytes, bytes]]                     # cmd -> reply prefix, suffix
+    updates: dict[str, list[tuple[bytes, bytes, bytes]]]        # cmd -> [(topic, prefix, suffix)]
+    first_seq: int
+
+
+def cut_script(script: dict) -> Templates:
+    seqs = [msgspec.msgpack.decode(body)["seq"]
+            for entry in script.values() for _, body in entry["updates"]]
+    return Templates(
+        {cmd: split_at(entry["reply"], "id") for cmd, entry in script.items()},
+        {cmd: [(topic, *split_at(body, "seq")) for topic, body in entry["updates"]]
+         for cmd, entry in script.items()},
+        max(seqs, default=0) + 1)
+
+
+def write_c_script(script: dict, path: str) -> None:
+    """The floor's templates for bench/c/floor.c, as little-endian length-prefixed
+    fields: first seq (u64), the PUB's send high-water mark (u32), entries (u32),
+    then per entry its cmd, reply prefix and suffix, update count (u32) and per
+    update its topic, prefix and suffix."""
+    cut = cut_script(script)
+    out = [struct.pack("<QII", cut.first_seq, PUB_HIGH_WATER_MARK, len(cut.replies))]
+
+    def field(data: bytes) -> None:
+        out.append(struct.pack("<I", len(data)) + data)
+
+    for cmd, (prefix, suffix) in cut.replies.items():
+        for data in (cmd.encode(), prefix, suffix):
+            field(data)
+        out.append(struct.pack("<I", len(cut.updates[cmd])))
+        for update in cut.updates[cmd]:
+            for data in update:
+                field(data)
+    with open(path, "wb") as f:
+        f.write(b"".join(out))
+
+
 def serve_floor(command_endpoint: str, update_endpoint: str, script_path: str) -> None:
     with open(script_path, "rb") as f:
-        script = msgpack.unpackb(f.read())
-    replies = {cmd: entry["reply"] for cmd, entry in script.items()}
-    updates = {cmd: entry["updates"] for cmd, entry in script.items()}
+        cut = cut_script(msgpack.unpackb(f.read()))
     router, pub = bind_pair("floor", command_endpoint, update_endpoint)
-    recv, send, publish = router.recv_multipart, router.send, pub.send
+    read, send, publish = request_reader(router), router.send, pub.send
+    encode = msgspec.msgpack.Encoder().encode
+    replies, updates = cut.replies, cut.updates
+    seq = cut.first_seq
     while True:
-        frames = recv()
-        request_id, cmd = decode(frames[-1])
-        reply = replies.get(cmd)
-        frames[-1] = echo_reply(request_id, cmd) if reply is None else reply
-        send_frames(send, frames)
-        for message in updates.get(cmd, ()):
-            send_frames(publish, message)
+        route, request = read()
+        for frame in route:
+            send(frame, _MORE)
+        reply = replies.get(request.cmd)
+        if reply is None:
+            send(encode(EchoReply(request.id, True, request.cmd)))
+            continue
+        prefix, suffix = reply
+        send(prefix + request.id + suffix)
+        for topic, prefix, suffix in updates[request.cmd]:
+            publish(topic, _MORE)
+            publish(prefix + encode(seq) + suffix)
+            seq += 1
 
 
 def update_messages(first: int, count: int, templates: list | None = None) -> list[list[bytes]]:
@@ -144,7 +233,8 @@ def update_messages(first: int, count: int, templates: list | None = None) -> li
         else:
             reserved = n % 4 == 1
             body = {"evse_id": 1, "reserved": reserved,
-                    "reservation_id": 100000 + n // 4 if reserved else None, "seq": seq}
+                    "reservation_id": 100000 + n // 4 if reserved else None,
+                    "held_for_non_evse_specific": False, "seq": seq}
             out.append([TOPICS[1], packb(body)])
     return out
 

@@ -28,6 +28,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import msgpack
 import zmq
 
+from bench import c
+from bench.echo import write_c_script
 from protocol.vocabulary import Command, ConnectorType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,7 @@ PUB_BOUND = re.compile(r"publisher serving on (\S+), updates on (\S+)")
 FLOOR_BOUND = re.compile(r"floor serving on (\S+), updates on (\S+)")
 # An OCPP station (reservation-ocpp, the ocpp suite's null station): connected to its CSMS.
 OCPP_CONNECTED = re.compile(r"connected to (\S+)")
+FLOOR_SCRIPT = "floor-script.msgpack"   # what start_floor recorded, in its directory
 
 _live: set[subprocess.Popen] = set()
 _logs: set[str] = set()
@@ -148,15 +151,15 @@ class ServerExited(RuntimeError):
 
 
 def start_process(name: str, argv: list[str], bound: re.Pattern, *, env: dict | None = None,
-                  timeout: float = 30.0) -> Server:
-    """`python ARGV...` (a module, `-m actor`, as its console script runs it) in
-    this project's directory, with `env` added to the environment; returns once
+                  timeout: float = 30.0, executable: str = sys.executable) -> Server:
+    """`python ARGV...` (a module, `-m actor`, as its console script runs it; or
+    another `executable`) in this project's directory, with `env` added to the environment; returns once
     its log shows `bound`, whose groups become the server's endpoints. A process
     that exits or does not bind within `timeout` raises RuntimeError with its log."""
     log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
     _logs.add(log.name)
     try:
-        process = subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL,
+        process = subprocess.Popen([executable, *argv], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT,
                                    env={**os.environ, **env} if env else None)
     finally:
@@ -205,6 +208,11 @@ def start_actor(command: str, update: str, *args: str, store: str, synchronous: 
 
 def start_echo(endpoint: str) -> Server:
     return start_process("echo", ["-m", "bench.echo", endpoint], ECHO_BOUND)
+
+
+def start_c_echo(endpoint: str) -> Server:
+    """The bare echo in C (bench/c/floor.c); raises bench.c.Unavailable where it cannot be built."""
+    return start_process("c-echo", ["echo", endpoint], ECHO_BOUND, executable=c.build())
 
 
 def start_publisher(control: str, update: str) -> Server:
@@ -264,10 +272,23 @@ def start_floor(actor: Server, requests: list[bytes], directory: str, command: s
                 update: str) -> Server:
     """The I/O floor (`python -m bench.echo --floor`) on `command` and `update`,
     answering and publishing what `actor` did for each of `requests` (record_script)."""
-    path = os.path.join(directory, "floor-script.msgpack")
+    path = os.path.join(directory, FLOOR_SCRIPT)
     Path(path).write_bytes(msgpack.packb(record_script(actor, requests)))
     return start_process("floor", ["-m", "bench.echo", "--floor", command, update, path],
                          FLOOR_BOUND)
+
+
+def start_c_floor(directory: str, command: str, update: str) -> Server:
+    """The I/O floor in C (bench/c/floor.c) on `command` and `update`, sending what
+    the script start_floor recorded in `directory` says; raises bench.c.Unavailable
+    where it cannot be built."""
+    binary = c.build()
+    with open(os.path.join(directory, FLOOR_SCRIPT), "rb") as f:
+        script = msgpack.unpackb(f.read())
+    path = os.path.join(directory, "floor-script.bin")
+    write_c_script(script, path)
+    return start_process("c-floor", ["floor", command, update, path], FLOOR_BOUND,
+                         executable=binary)
 
 
 @contextmanager

@@ -8,12 +8,13 @@
 Same commands, arguments, results and errors as the sync `Client` (the
 command methods, request encoding and reply decoding are `protocol.client`'s).
 Any number of calls may be in flight on the one DEALER socket: a single reader
-task hands each reply to the call whose id it carries. A call that gets no
-reply within `timeout` raises TimeoutError and, as in the ZeroMQ guide's Lazy
-Pirate, the socket is closed (LINGER 0) and reopened: whatever was still queued
-for an actor that is down is discarded, so it cannot take effect when the actor
-comes back. Calls in flight beside it fail with TimeoutError too, because
-their replies could only arrive on the socket just closed.
+task hands each reply to the call whose id it carries. Each request carries a
+`deadline` `timeout` seconds away, and a call that gets no reply raises
+TimeoutError DEADLINE_GRACE after it, when the actor refuses the request, so
+it can no longer take effect. The socket stays open: a request still queued
+for an actor that is down is refused when it arrives late, and calls in flight
+beside a timed-out one keep waiting for their own replies until their own
+deadlines.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import zmq
 import zmq.asyncio
 
 from .client import (
-    SNAPSHOT, WAIT, Commands, Mirror, dealer, encode_request, result_of, subscription,
-    timed_out,
+    DEADLINE_GRACE, SNAPSHOT, WAIT, Commands, Mirror, dealer, deadline_after, encode_request,
+    result_of, subscription, timed_out,
 )
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT, decode_reply
 
@@ -39,8 +40,7 @@ class AsyncClient(Commands):
         self.endpoint = endpoint
         self.timeout = timeout
         self.context = context or zmq.asyncio.Context.instance()
-        self._keys = (server_key, client_key)
-        self.socket = dealer(self.context, endpoint, *self._keys)
+        self.socket = dealer(self.context, endpoint, server_key, client_key)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
@@ -57,22 +57,25 @@ class AsyncClient(Commands):
 
     async def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
         """One command's result; CommandFailed on an error reply, TimeoutError
-        (after the socket was reopened) when no reply comes within `timeout`."""
+        when no reply comes within `timeout` (and the grace)."""
         request_id = next(self._ids)
         reply = asyncio.get_running_loop().create_future()
         self._pending[request_id] = reply
         if self._reader is None:
             self._reader = asyncio.create_task(self._read(self.socket))
+        request = encode_request(request_id, cmd, args, deadline_after(self.timeout))
         try:
             # NOBLOCK: with the actor down, requests queue up to the high-water
             # mark; past it this fails at once instead of waiting unbounded.
-            await self.socket.send(encode_request(request_id, cmd, args), zmq.NOBLOCK)
-            decoded = await asyncio.wait_for(asyncio.shield(reply), self.timeout)
-        except (TimeoutError, zmq.Again):
-            if reply.done():
-                raise   # failed by another call's reset
+            await self.socket.send(request, zmq.NOBLOCK)
+        except zmq.Again:
             self._pending.pop(request_id, None)
-            self._reset()
+            raise TimeoutError(f"request not sent: the requests already queued for "
+                               f"{self.endpoint} fill the socket; the actor is not reading "
+                               "them") from None
+        try:
+            decoded = await asyncio.wait_for(asyncio.shield(reply), self.timeout + DEADLINE_GRACE)
+        except TimeoutError:
             raise timed_out(self.endpoint, self.timeout) from None
         finally:
             self._pending.pop(request_id, None)
@@ -84,12 +87,6 @@ class AsyncClient(Commands):
             waiting = self._pending.pop(decoded.get("id"), None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(decoded)
-
-    def _reset(self) -> None:
-        self._drop(TimeoutError(f"no reply from {self.endpoint}: the request was dropped with "
-                                "the socket after another request timed out"))
-        self.socket.close()
-        self.socket = dealer(self.context, self.endpoint, *self._keys)
 
     def _drop(self, error: BaseException) -> None:
         if self._reader is not None:

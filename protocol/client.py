@@ -14,6 +14,7 @@ the actor's state (get_state's shape) current from the update stream.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Any, Generator, Iterator
 
@@ -49,10 +50,26 @@ def use_curve(sock: zmq.Socket, server_key: str | None, client_key: str | None) 
     sock.curve_secretkey = secret
 
 
-def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None) -> bytes:
+# Seconds a call waits for its reply past the request's deadline: a reply the
+# actor decided just before the deadline still has the rest of that loop turn,
+# its commit (one fsync) and the trip back ahead of it. Fixed, not a share of
+# the timeout, because none of that grows with the caller's timeout.
+DEADLINE_GRACE = 0.25
+
+
+def deadline_after(timeout: float) -> int:
+    """The `deadline` of a request sent now that may wait `timeout` seconds:
+    UTC epoch milliseconds, as the wire protocol has it."""
+    return math.ceil((time.time() + timeout) * 1000)
+
+
+def encode_request(request_id: int, cmd: str, args: dict[str, Any] | None,
+                   deadline: int | None = None) -> bytes:
     request: dict[str, Any] = {"id": request_id, "cmd": cmd}
     if args is not None:
         request["args"] = args
+    if deadline is not None:
+        request["deadline"] = deadline
     return msgpack.packb(request)
 
 
@@ -64,8 +81,9 @@ def result_of(reply: dict[str, Any]) -> Any:
 
 
 def timed_out(endpoint: str, wait: float) -> TimeoutError:
-    return TimeoutError(f"no reply from {endpoint} within {wait} s; the request was dropped "
-                        "with the socket, so it can no longer take effect")
+    return TimeoutError(f"no reply from {endpoint} within {wait} s (+{DEADLINE_GRACE} s grace); "
+                        "the request's deadline has passed, so it can no longer take effect "
+                        "(see PROTOCOL.md, Deadlines, for the limits of that)")
 
 
 class Commands:
@@ -109,12 +127,16 @@ class Commands:
 
 
 class Client(Commands):
-    """Commands over one DEALER socket. `call` follows the ZeroMQ guide's Lazy
-    Pirate: when no reply comes within `timeout` it closes the socket (with
-    LINGER 0, so a request still queued for an actor that is down is discarded)
-    and opens a new one, so a timed-out request can never reach an actor that
-    comes back later. `recv`'s timeout only says that nothing arrived yet; a
-    pipelining caller that gives up on what is in flight calls `reset()`."""
+    """Commands over one DEALER socket. `call` sends each request with a
+    `deadline` `timeout` seconds away, which the actor refuses once passed, and
+    raises TimeoutError only DEADLINE_GRACE after it: a call reported as timed
+    out can no longer take effect (closing the socket alone could not promise
+    that, as a request may already wait in the actor's queue). It then opens
+    a new socket (the ZeroMQ guide's Lazy Pirate), so no late reply is left
+    for `recv` to return. `recv`'s timeout only says that nothing arrived yet;
+    a pipelining caller that gives up on what is in flight passes `send` a
+    deadline (`deadline_after`), waits DEADLINE_GRACE past it, and calls
+    `reset()`."""
 
     def __init__(self, endpoint: str = DEFAULT_COMMAND_ENDPOINT, *,
                  timeout: float = 5.0, context: zmq.Context | None = None,
@@ -136,15 +158,18 @@ class Client(Commands):
         self.socket.close()
 
     def reset(self) -> None:
-        """Drop every request in flight with the socket; continue on a new one."""
+        """Continue on a new socket. Requests not yet delivered and replies not
+        yet read go with the old one; a request already in the actor's queue is
+        still carried out unless it carries a deadline that has passed."""
         self.socket.close()
         self.socket = dealer(self.context, self.endpoint, *self._keys)
 
     # -- raw requests ----------------------------------------------------------------
 
-    def send(self, cmd: str, args: dict[str, Any] | None = None) -> int:
+    def send(self, cmd: str, args: dict[str, Any] | None = None, *,
+             deadline: int | None = None) -> int:
         request_id = next(self._ids)
-        self.socket.send(encode_request(request_id, cmd, args))
+        self.socket.send(encode_request(request_id, cmd, args, deadline))
         return request_id
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
@@ -158,11 +183,12 @@ class Client(Commands):
         """Send one command and return its result; raises CommandFailed on an
         error reply, TimeoutError (after a reset) when no reply comes in time.
         Replies to requests sent earlier with `send` are skipped by their id."""
-        request_id = self.send(cmd, args)
-        deadline = time.monotonic() + self.timeout
+        deadline = deadline_after(self.timeout)
+        give_up = time.monotonic() + self.timeout + DEADLINE_GRACE
+        request_id = self.send(cmd, args, deadline=deadline)
         while True:
             try:
-                reply = self.recv(max(0.0, deadline - time.monotonic()))
+                reply = self.recv(max(0.0, give_up - time.monotonic()))
             except TimeoutError:
                 self.reset()
                 raise timed_out(self.endpoint, self.timeout) from None
@@ -324,7 +350,8 @@ class Mirror:
             evse = next((e for e in self.state["evses"] if e["id"] == body["evse_id"]), None)
             if evse is None:
                 return False   # not in our snapshot's station: take a new one
-            fields = (("reserved", "reservation_id") if topic == Topic.EVSE_RESERVED
+            fields = (("reserved", "reservation_id", "held_for_non_evse_specific")
+                      if topic == Topic.EVSE_RESERVED
                       else ("plugged_in", "connectors"))
             evse.update((key, body[key]) for key in fields)
             return True

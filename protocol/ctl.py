@@ -20,6 +20,7 @@ import zmq
 
 from .client import RESYNC, Client, CommandFailed, Watcher
 from .messages import format_rfc3339
+from .version import add_version_option
 from .vocabulary import ConnectorEventType, ConnectorType
 from .wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
@@ -59,11 +60,14 @@ COMMANDS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="reservation-ctl",
                                      description="Send commands to a reservation actor.")
+    add_version_option(parser)
     parser.add_argument("--endpoint", default=DEFAULT_COMMAND_ENDPOINT,
                         help=f"command endpoint (default {DEFAULT_COMMAND_ENDPOINT})")
     parser.add_argument("--update-endpoint", default=DEFAULT_UPDATE_ENDPOINT,
                         help=f"update endpoint for watch (default {DEFAULT_UPDATE_ENDPOINT})")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds to wait for a reply; the actor refuses the request "
+                             "after them (its deadline)")
     parser.add_argument("--server-key", metavar="FILE",
                         help="the actor's public CURVE certificate (actor.key)")
     parser.add_argument("--client-key", metavar="FILE",
@@ -149,3 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result, indent=2 if isinstance(result, (dict, list)) else None))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

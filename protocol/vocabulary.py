@@ -114,6 +114,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_COMMAND = "unknown_command"
     INVALID_ARGUMENT = "invalid_argument"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     STORE_FAILED = "store_failed"
     INTERNAL = "internal"
 

@@ -15,16 +15,22 @@ from .vocabulary import ErrorCode
 DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_UPDATE_ENDPOINT = "tcp://127.0.0.1:5556"
 
-_REQUEST_KEYS = frozenset({"id", "cmd", "args"})
+_REQUEST_KEYS = frozenset({"id", "cmd", "args", "deadline"})
+
+# A deadline is UTC epoch milliseconds. These bounds (2001-09-09 and the year
+# 5138) refuse a deadline sent in seconds or in microseconds by mistake, which
+# would otherwise read as long past or as never.
+DEADLINE_MIN_MS, DEADLINE_MAX_MS = 10**12, 10**14
 
 # A valid request is a few small maps of short strings; these bounds make a
 # hostile frame cost no more to refuse than a valid one costs to decode.
 UNPACK_LIMITS = dict(max_str_len=4096, max_bin_len=4096, max_array_len=64, max_map_len=32)
 
 
-def decode_request(body: bytes) -> tuple[Any, str, Any]:
-    """(id, cmd, args) of a request frame. Raises ProtocolError(bad_request);
-    the error carries the id when one could be read so the reply can echo it."""
+def decode_request(body: bytes) -> tuple[Any, str, Any, int | None]:
+    """(id, cmd, args, deadline) of a request frame; deadline is epoch ms or
+    None. Raises ProtocolError(bad_request); the error carries the id when one
+    could be read so the reply can echo it."""
     try:
         request = msgpack.unpackb(body, raw=False, **UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -39,7 +45,7 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
         if not _REQUEST_KEYS.issuperset(request):
             extra = request.keys() - _REQUEST_KEYS
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown request keys {sorted(map(repr, extra))}; "
-                                             "a request has id, cmd, args")
+                                             "a request has id, cmd, args, deadline")
         cmd = request.get("cmd")
         if type(cmd) is not str:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "request has no cmd string")
@@ -47,7 +53,17 @@ def decode_request(body: bytes) -> tuple[Any, str, Any]:
         if args is not None and type(args) is not dict:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"args must be a map (or absent), got a "
                                              f"{type(args).__name__}")
-        return request_id, cmd, args
+        deadline = request.get("deadline")
+        if deadline is not None:
+            if type(deadline) is not int:
+                raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                    f"deadline must be an integer of UTC epoch milliseconds, "
+                                    f"got a {type(deadline).__name__}")
+            if not DEADLINE_MIN_MS <= deadline < DEADLINE_MAX_MS:
+                raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                    f"deadline {deadline} is not UTC epoch milliseconds (between "
+                                    "2001 and 5138); seconds or microseconds sent by mistake?")
+        return request_id, cmd, args, deadline
     except ProtocolError as error:
         error.request_id = request_id
         raise

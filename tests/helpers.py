@@ -8,6 +8,7 @@ from protocol.client import Client, Subscriber
 from protocol.messages import format_rfc3339
 
 PROBE_ID = 2_000_000_000   # a reservation id no test uses for anything else
+HELD = "held for non-EVSE-specific reservations"
 
 
 def rfc3339(epoch: float) -> str:
@@ -36,3 +37,13 @@ def wait_until_subscribed(sub: Subscriber, client: Client, within: float = 10.0)
         while body["seq"] < seq:
             _, body = sub.recv(timeout=5)
         return
+
+
+def reserved_by(evse: dict) -> int | str | None:
+    """What an evse_reserved update or a get_state EVSE shows: its specific
+    reservation's id, HELD, or None, checking that each reason has a field of
+    its own and `reserved` says either."""
+    held, rid = evse["held_for_non_evse_specific"], evse["reservation_id"]
+    assert not (held and rid is not None), "held and reserved by a specific reservation"
+    assert evse["reserved"] == (held or rid is not None)
+    return HELD if held else rid

@@ -3,7 +3,10 @@
 `Csms` is the central-system side of the same `ocpp` library the bridge uses:
 `websockets` serving on 127.0.0.1 (port 0), one `ocpp.v201.ChargePoint` or
 `ocpp.v16.ChargePoint` per connection that records every message the station
-sends and answers it, and that can `call` the station. It runs its own event
+sends and answers it, and that can `call` the station. It can be hostile:
+answer BootNotification with another status, or hold it unanswered
+(`boot_status`), and drop the connection instead of answering a
+ReservationStatusUpdate (`drops_on_update`). It runs its own event
 loop in a thread, so one CSMS can serve all tests of a module while each test
 stays plain synchronous code; every wait is for a condition, with a deadline.
 """
@@ -20,6 +23,7 @@ from typing import Any, Callable
 import ocpp.v16
 import ocpp.v201
 import pytest
+from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
@@ -63,13 +67,23 @@ class _Recording:
         self.csms.messages.append(Message(self.session, action, payload))
         self.csms.arrived.set()
 
+    async def route_message(self, raw_msg):
+        # A held BootNotification must not stop this connection's other messages.
+        if self.csms.boot_status is None:
+            msg = unpack(raw_msg)
+            if msg.message_type_id == MessageType.Call and msg.action == "BootNotification":
+                self.record(msg.action, msg.payload)
+                self.csms.held_boots.append((self, msg))
+                return
+        await super().route_message(raw_msg)
+
 
 class Central201(_Recording, ocpp.v201.ChargePoint):
     @on(Action201.boot_notification)
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result201.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                          status=Registration201.accepted)
+                                          status=self.csms.boot_status)
 
     @on(Action201.status_notification)
     def on_status_notification(self, **payload):
@@ -77,8 +91,12 @@ class Central201(_Recording, ocpp.v201.ChargePoint):
         return result201.StatusNotification()
 
     @on(Action201.reservation_status_update)
-    def on_reservation_status_update(self, **payload):
+    async def on_reservation_status_update(self, **payload):
         self.record("ReservationStatusUpdate", payload)
+        if self.csms.drops_on_update > 0:
+            self.csms.drops_on_update -= 1
+            # Closed unanswered: sending the answer below fails, ending this connection.
+            await self._connection.close()
         return result201.ReservationStatusUpdate()
 
     @on(Action201.heartbeat)
@@ -92,7 +110,7 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
     def on_boot_notification(self, **payload):
         self.record("BootNotification", payload)
         return result16.BootNotification(current_time=now(), interval=self.csms.heartbeat,
-                                         status=Registration16.accepted)
+                                         status=self.csms.boot_status)
 
     @on(Action16.status_notification)
     def on_status_notification(self, **payload):
@@ -105,7 +123,8 @@ class Central16(_Recording, ocpp.v16.ChargePoint):
         return result16.Heartbeat(current_time=now())
 
 
-CENTRALS = {"2.0.1": ("ocpp2.0.1", Central201), "1.6": ("ocpp1.6", Central16)}
+CENTRALS = {"2.0.1": ("ocpp2.0.1", Central201, Registration201),
+            "1.6": ("ocpp1.6", Central16, Registration16)}
 
 
 class Csms:
@@ -113,8 +132,13 @@ class Csms:
                  tls: ssl.SSLContext | None = None) -> None:
         self.version = version
         self.tls = tls
-        self.subprotocol, self.central = CENTRALS[version]
+        self.subprotocol, self.central, self.registration = CENTRALS[version]
+        # BootNotification's interval: the heartbeat's once Accepted, else the wait before the next.
         self.heartbeat = heartbeat
+        # What BootNotification is answered with; None: held unanswered (`answer_boots`).
+        self.boot_status: str | None = self.registration.accepted
+        self.held_boots: list = []   # (central, Call) of each BootNotification held
+        self.drops_on_update = 0     # ReservationStatusUpdates still to answer by dropping
         self.messages: list[Message] = []
         self.sessions: list[Any] = []     # the central-side charge point of each connection
         self.headers: list = []           # each connection's HTTP request headers
@@ -159,6 +183,28 @@ class Csms:
         """Call the station on the latest connection: its response, or the
         library's exception for a CallError."""
         return self.run(self.sessions[-1].call(payload, suppress=False, **kwargs))
+
+    def assert_unanswered(self, payload, within: float) -> None:
+        """Call the station on the latest connection and fail if any answer
+        (a CallError too) arrives within `within` seconds."""
+        try:
+            answer = self.run(asyncio.wait_for(self.sessions[-1].call(payload, suppress=False),
+                                               within), timeout=within + 5)
+        except TimeoutError:
+            return
+        except Exception as error:
+            answer = error
+        raise AssertionError(f"the station answered {payload}: {answer!r}")
+
+    def answer_boots(self, status: str) -> None:
+        """Answer every held BootNotification with `status` (later ones are
+        held as before)."""
+        async def answer() -> None:
+            for central, msg in self.held_boots:
+                await central._send(msg.create_call_result(
+                    {"currentTime": now(), "interval": self.heartbeat, "status": status}).to_json())
+            self.held_boots.clear()
+        self.run(answer())
 
     def drop(self) -> None:
         """Close the latest connection from the CSMS side."""
@@ -301,11 +347,15 @@ class Setup:
 
 def start_setup(version: str, *actor_args: str, heartbeat: int = 300,
                 endpoints: dict | None = None, tls: ssl.SSLContext | None = None,
-                bridge_args: tuple[str, ...] = (), station_id: str = "CS1") -> Setup:
+                bridge_args: tuple[str, ...] = (), station_id: str = "CS1",
+                hold_boot: bool = False) -> Setup:
     """The actor (with `actor_args`), a CSMS and the bridge, once the bridge has
-    booted and reported every connector Available."""
+    booted and reported every connector Available; with `hold_boot`, once it
+    sent BootNotification, which the CSMS holds unanswered."""
     actor = start_actor(*actor_args, **(endpoints or LOOPBACK))
     csms = Csms(version, heartbeat=heartbeat, tls=tls)
+    if hold_boot:
+        csms.boot_status = None
     try:
         bridge = start_bridge(csms, actor.command_endpoint, actor.update_endpoint, *bridge_args,
                               station_id=station_id)
@@ -316,7 +366,8 @@ def start_setup(version: str, *actor_args: str, heartbeat: int = 300,
     running = Setup(actor, csms, bridge)
     try:
         csms.wait(lambda m: m.action == "BootNotification", what="BootNotification")
-        csms.wait_statuses(all_available(version))
+        if not hold_boot:
+            csms.wait_statuses(all_available(version))
     except BaseException:
         running.stop()
         raise

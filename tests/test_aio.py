@@ -1,5 +1,5 @@
 """AsyncClient and AsyncWatcher (protocol/aio.py) against a real actor process,
-and the Lazy Pirate reset both clients do on a timeout.
+and what both clients promise on a timeout (a request's deadline).
 
 Each test body is a coroutine run with asyncio.run; every wait is bounded by a
 deadline (asyncio.wait_for or a polling loop), never a sleep.
@@ -138,7 +138,7 @@ def test_pipelined_calls_each_get_their_own_reply(shared_actor):
 
 
 def test_async_timeout_drops_the_request_for_good(ipc_actor):
-    """Lazy Pirate: a reserve_now sent while the actor is down times out, and
+    """Deadlines: a reserve_now sent while the actor is down times out, and
     when the actor is back on the same endpoint it never arrives there; the
     same client then works again. A call in flight beside it fails too."""
     running, endpoints = ipc_actor

@@ -15,7 +15,7 @@ from protocol.messages import (
     CancelReservation, ConnectorEvent, ExistsReservation, GetState, IsChargingPossible,
     PlugEvent, ProtocolError, UseReservation, parse_command,
 )
-from .helpers import rfc3339
+from .helpers import HELD, reserved_by, rfc3339
 
 NOW = 1000.0
 TICK = 0.01
@@ -86,13 +86,13 @@ def statuses(updates) -> list[tuple[int, str]]:
             for topic, body in updates if topic == UPDATE]
 
 
-def reserved(updates) -> dict[int, tuple[bool, int | None]]:
-    """The evse_reserved updates as {evse_id: (reserved, reservation_id)}."""
+def reserved(updates) -> dict[int, tuple[bool, int | str | None]]:
+    """The evse_reserved updates as {evse_id: (reserved, the specific reservation's id or HELD)}."""
     out = {}
     for topic, body in updates:
         if topic == RESERVED:
             assert body["evse_id"] not in out, "one update per EVSE and change"
-            out[body["evse_id"]] = (body["reserved"], body["reservation_id"] if body["reserved"] else None)
+            out[body["evse_id"]] = (body["reserved"], reserved_by(body))
     return out
 
 
@@ -731,7 +731,7 @@ def test_plug_event_recomputes_evse_reserved():
     assert reserved(outcome.updates) == {1: (False, None)}
     assert shown(core) == {1: False, 2: True}
     outcome = plug(core, 1, False)
-    assert reserved(outcome.updates) == {1: (True, -1)}
+    assert reserved(outcome.updates) == {1: (True, HELD)}
     evses = {e["id"]: e for e in state(core)["evses"]}
     assert evses[1]["plugged_in"] is False
 
@@ -794,7 +794,7 @@ def test_as_many_non_specific_as_available_free_evses_holds_them_all():
     accept(core, 1, ctype=CCS)
     outcome = reserve(core, 2, ctype=CCS)
     assert outcome.result == "Accepted"
-    assert reserved(outcome.updates) == {1: (True, -1), 2: (True, -1)}
+    assert reserved(outcome.updates) == {1: (True, HELD), 2: (True, HELD)}
     assert shown(core) == {1: True, 2: True}
 
 
@@ -804,19 +804,30 @@ def test_evse_without_available_connector_is_not_counted_nor_held():
     accept(core, 1)
     outcome = reserve(core, 2)
     assert outcome.result == "Accepted"
-    assert reserved(outcome.updates) == {1: (True, -1), 2: (True, -1)}
+    assert reserved(outcome.updates) == {1: (True, HELD), 2: (True, HELD)}
     assert shown(core) == {1: True, 2: True, 3: False}
 
 
-def test_evse_with_specific_shows_its_own_id_not_minus_one():
+def test_evse_with_specific_shows_its_own_id_not_held():
     core = make_core([(1, [(1, CCS)]), (2, [(1, CCS)]), (3, [(1, CCS)])])
     assert reserved(accept(core, 9, evse=3).updates) == {3: (True, 9)}
     accept(core, 1)
     outcome = reserve(core, 2)
     assert outcome.result == "Accepted"
-    assert reserved(outcome.updates) == {1: (True, -1), 2: (True, -1)}
+    assert reserved(outcome.updates) == {1: (True, HELD), 2: (True, HELD)}
     evses = {e["id"]: e for e in state(core)["evses"]}
     assert evses[3]["reserved"] is True
+
+
+def test_specific_reservation_with_id_minus_one_is_not_taken_for_held():
+    # Any int32 is a client's reservation id; -1 once also meant "held".
+    core = make_core([(1, [(1, CCS)]), (2, [(1, CCS)]), (3, [(1, CCS)])])
+    assert reserved(accept(core, -1, evse=1).updates) == {1: (True, -1)}
+    accept(core, 5)
+    assert reserved(accept(core, 6).updates) == {2: (True, HELD), 3: (True, HELD)}
+    assert [(e["reserved"], e["reservation_id"], e["held_for_non_evse_specific"])
+            for e in state(core)["evses"]] == [(True, -1, False), (True, None, True),
+                                               (True, None, True)]
 
 
 def test_non_specific_holds_only_types_where_one_more_would_break():
@@ -824,7 +835,7 @@ def test_non_specific_holds_only_types_where_one_more_would_break():
     outcome = reserve(core, 1, ctype=CCS)
     assert outcome.result == "Accepted"
     # Two free EVSEs, one reservation; another cCCS2 would not fit: EVSE 1 held.
-    assert reserved(outcome.updates) == {1: (True, -1)}
+    assert reserved(outcome.updates) == {1: (True, HELD)}
     assert shown(core) == {1: True, 2: False}
 
 
@@ -840,9 +851,9 @@ def test_evse_reserved_is_published_only_on_change():
     core = make_core([(1, [(1, CCS)]), (2, [(1, CCS)]), (3, [(1, T2)])])
     assert reserved(reserve(core, 1, ctype=CCS).updates) == {}
     # cCCS2 is full now: both cCCS2 EVSEs held, the cType2 one not.
-    assert reserved(reserve(core, 2, ctype=CCS).updates) == {1: (True, -1), 2: (True, -1)}
+    assert reserved(reserve(core, 2, ctype=CCS).updates) == {1: (True, HELD), 2: (True, HELD)}
     # Three free EVSEs, three reservations: all held; only EVSE 3 changed.
-    assert reserved(reserve(core, 3, ctype=T2).updates) == {3: (True, -1)}
+    assert reserved(reserve(core, 3, ctype=T2).updates) == {3: (True, HELD)}
     # Cancelling the cType2 one releases only EVSE 3.
     outcome = core.apply(CancelReservation(3), NOW)
     assert reserved(outcome.updates) == {3: (False, None)}

@@ -25,7 +25,7 @@ from protocol.messages import (
 )
 # The connector table as the issue states it, written out once in test_connector.
 from tests.test_connector import SPEC_TRANSITIONS as TRANSITIONS
-from tests.helpers import rfc3339
+from tests.helpers import HELD, reserved_by, rfc3339
 
 
 START = 1000.0
@@ -90,6 +90,8 @@ def free_signatures(snapshot: dict, specific_evses, *, plugged_blocks: bool = Tr
 
 # Ids 1-4 exist on the larger stations only; 9 never does.
 EVSE_IDS = st.sampled_from((1, 2, 3, 4, 1, 2, 3, 4, 9))
+# Any int32 is a client's id: -1 (which once also meant "held") among them.
+RESERVATION_IDS = st.integers(-1, 5)
 LATER = st.integers(1_000, 60_000)       # milliseconds
 stations = st.lists(st.lists(st.sampled_from(CONNECTOR_TYPES), min_size=1, max_size=2),
                     min_size=2, max_size=4)
@@ -107,7 +109,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.live: dict[int, tuple[dict, float]] = {}   # id -> (request map, expiry), oldest first
         self.connectors = {(e, c): ("Available", t) for e, cs in self.evses for c, t in cs}
         self.plugged = {e: False for e, _ in self.evses}
-        self.shown: dict[int, int | None] = {e: None for e, _ in self.evses}
+        self.shown: dict[int, int | str | None] = {e: None for e, _ in self.evses}
         self.streamed_evses: dict[int, tuple[bool, dict[int, str]]] = {}
         self.placing: tuple[dict, float] | None = None
 
@@ -133,7 +135,7 @@ class CoreMachine(RuleBasedStateMachine):
                 seen.append((rid, status))
             elif topic == "evse_reserved":
                 evse_id = body["evse_id"]
-                value = body["reservation_id"] if body["reserved"] else None
+                value = reserved_by(body)
                 assert value != self.shown[evse_id], "evse_reserved published without a change"
                 self.shown[evse_id] = value
             elif topic == "evse_state":
@@ -157,13 +159,13 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------------
 
-    @rule(rid=st.integers(1, 6), token=st.sampled_from(TOKENS), parent=st.sampled_from(PARENTS),
+    @rule(rid=RESERVATION_IDS, token=st.sampled_from(TOKENS), parent=st.sampled_from(PARENTS),
           ctype=st.sampled_from(CAR_TYPES), evse=st.one_of(st.none(), EVSE_IDS),
           expires_in=st.one_of(st.integers(-10, 10), LATER, LATER, LATER))
     def reserve_now(self, rid, token, parent, ctype, evse, expires_in):
         self.reserve(rid, token, parent, ctype, evse, expires_in, 0)
 
-    @rule(rid=st.integers(1, 6), token=st.sampled_from(TOKENS), parent=st.sampled_from(PARENTS),
+    @rule(rid=RESERVATION_IDS, token=st.sampled_from(TOKENS), parent=st.sampled_from(PARENTS),
           ctype=st.sampled_from(CAR_TYPES), evse=st.one_of(st.none(), EVSE_IDS),
           expires_in=LATER, wait=st.integers(0, 40_000))
     def reserve_later(self, rid, token, parent, ctype, evse, expires_in, wait):
@@ -243,7 +245,7 @@ class CoreMachine(RuleBasedStateMachine):
             "Occupied" if any(c["state"] in IN_USE for c in e["connectors"]) else c["state"]
             for e in evses.values() for c in e["connectors"] if fits(wanted, c["type"]))
 
-    @rule(rid=st.integers(1, 7))
+    @rule(rid=st.integers(-2, 6))
     def cancel(self, rid):
         active = rid in self.live
         result, seen = self.run(CancelReservation(rid))
@@ -421,11 +423,10 @@ class CoreMachine(RuleBasedStateMachine):
                 for t in set(cars):
                     if not holds(cars + [t], free.values()):
                         held |= {e for e, g in available.items() if usable(t, g)}
-        expected = {e["id"]: specific.get(e["id"], -1 if e["id"] in held else None)
+        expected = {e["id"]: specific.get(e["id"], HELD if e["id"] in held else None)
                     for e in snapshot["evses"]}
         assert self.shown == expected
-        assert {e["id"]: e["reserved"] for e in snapshot["evses"]} == \
-            {e: v is not None for e, v in expected.items()}
+        assert {e["id"]: reserved_by(e) for e in snapshot["evses"]} == expected
 
 
 CoreMachine.TestCase.settings = settings(

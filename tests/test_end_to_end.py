@@ -73,13 +73,14 @@ def test_updates_carry_one_gap_free_seq_across_topics(actor):
     assert received == [
         ("reservation_update", {"seq": start + 1, "reservation_id": 7,
                                 "reservation_status": "Placed", "evse_id": 2}),
-        ("evse_reserved", {"seq": start + 2, "evse_id": 2, "reserved": True, "reservation_id": 7}),
+        ("evse_reserved", {"seq": start + 2, "evse_id": 2, "reserved": True, "reservation_id": 7,
+                           "held_for_non_evse_specific": False}),
         ("evse_state", {"seq": start + 3, "evse_id": 2, "plugged_in": False,
                         "connectors": faulted_connectors}),
         ("reservation_update", {"seq": start + 4, "reservation_id": 7,
                                 "reservation_status": "Removed", "evse_id": 2}),
         ("evse_reserved", {"seq": start + 5, "evse_id": 2, "reserved": False,
-                           "reservation_id": None}),
+                           "reservation_id": None, "held_for_non_evse_specific": False}),
     ]
 
 

@@ -514,7 +514,7 @@ def default_recursion_limit():
 def decode_and_validate(frame: bytes) -> None:
     try:
         with default_recursion_limit():
-            _, cmd, args = decode_request(frame)
+            _, cmd, args, _ = decode_request(frame)
             parse_command(cmd, args)
     except ProtocolError as error:
         assert error.code in EXPECTED_CODES, error.code
@@ -542,7 +542,7 @@ def test_decoder_refuses_arbitrary_bytes_only_with_protocol_errors(frame):
 @settings(max_examples=500, deadline=None)
 @given(request=requests(mutate=False))
 def test_validator_accepts_every_well_formed_request(request):
-    _, cmd, args = decode_request(encode(request, NOW, 1))
+    _, cmd, args, _ = decode_request(encode(request, NOW, 1))
     parse_command(cmd, args)
 
 

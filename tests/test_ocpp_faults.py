@@ -6,6 +6,7 @@ runs its own actor, CSMS and bridge processes."""
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -13,15 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from ocpp.exceptions import InternalError
+from ocpp.exceptions import InternalError, SecurityError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from bench.procs import ROOT
+from protocol.ocpp.station import Backoff
 
 from .conftest import start_actor
 from .helpers import in_future
-from .ocpp_csms import shown, start_setup
+from .ocpp_csms import Csms, Setup, all_available, shown, start_setup
 from .test_security import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,6 +123,114 @@ def test_reservations_disabled_in_the_actor(version, short_tmp):
             response = csms.call(call16.GetConfiguration(key=["ReserveConnectorZeroSupported"]))
             assert response.configuration_key == [
                 {"key": "ReserveConnectorZeroSupported", "readonly": True, "value": "false"}]
+    finally:
+        setup.stop()
+
+
+def refused_before_acceptance(setup: Setup, rid: int, *, silently: bool) -> None:
+    """The CSMS's ReserveNow for `rid` gets a SecurityError CallError (2.0.1),
+    or no answer at all (`silently`: 1.6), and no reservation is made."""
+    request = reserve_now(setup.csms.version, rid, 1, in_future())
+    if silently:
+        setup.csms.assert_unanswered(request, within=1)
+    else:
+        with pytest.raises(SecurityError):
+            setup.csms.call(request)
+    with setup.client() as client:
+        assert client.get_state()["reservations"] == []
+
+
+def next_boot(csms: Csms, status: str) -> None:
+    """Answer the held BootNotification with `status`, and wait for the next
+    (due after the 1 s interval): by then the station has taken `status` in."""
+    mark = csms.mark()
+    csms.answer_boots(status)
+    csms.wait(lambda m: m.action == "BootNotification", since=mark, what="the next boot")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_nothing_is_reserved_before_the_boot_is_accepted(version):
+    """OCPP 2.0.1 (as EVerest's libocpp): before any answer to BootNotification
+    and while Rejected, every CSMS request gets CallError SecurityError
+    (B03.FR.08); while Pending only the configuration requests are served
+    (B02.FR.01), a ReserveNow gets SecurityError (B02.FR.09). OCPP 1.6 §4.2:
+    while Rejected (and before any answer) the station does not respond at
+    all; while Pending the CSMS may send its requests. Accepted, the station
+    serves everything."""
+    setup = start_setup(version, heartbeat=1, hold_boot=True)
+    csms = setup.csms
+    silently = version == "1.6"
+    try:
+        refused_before_acceptance(setup, 1, silently=silently)
+        next_boot(csms, csms.registration.rejected)
+        refused_before_acceptance(setup, 2, silently=silently)
+        next_boot(csms, csms.registration.pending)
+        if version == "2.0.1":
+            refused_before_acceptance(setup, 3, silently=False)
+            response = csms.call(call201.GetVariables(get_variable_data=[
+                {"component": {"name": "ReservationCtrlr"}, "variable": {"name": "Enabled"}}]))
+            assert response.get_variable_result[0]["attribute_value"] == "true"
+        else:
+            assert csms.call(reserve_now(version, 3, 1, in_future())).status == "Accepted"
+            assert csms.call(call16.CancelReservation(reservation_id=3)).status == "Accepted"
+        assert not any(m.action == "StatusNotification" for m in csms.messages)
+        csms.answer_boots(csms.registration.accepted)
+        csms.wait_statuses(all_available(version))
+        assert csms.call(reserve_now(version, 4, 1, in_future())).status == "Accepted"
+        with setup.client() as client:
+            assert [r["reservation_id"] for r in client.get_state()["reservations"]] == [4]
+        assert len(csms.sessions) == 1, setup.bridge.log()
+    finally:
+        setup.stop()
+
+
+def test_reservation_ends_are_delivered_again_after_a_drop():
+    """Two reservations end; the CSMS drops the connection on the first
+    ReservationStatusUpdate, unanswered. After the reconnect both arrive:
+    the first again (the CSMS never confirmed it), then the second."""
+    setup = start_setup("2.0.1")
+    csms = setup.csms
+    try:
+        csms.drops_on_update = 1
+        expiry = in_future(1)
+        for rid, evse_id in ((1, 1), (2, 2)):
+            assert csms.call(reserve_now("2.0.1", rid, evse_id, expiry)).status == "Accepted"
+        csms.wait_session(2)
+        for rid in (1, 2):
+            csms.wait(lambda m: m.session == 1 and m.action == "ReservationStatusUpdate"
+                      and m.payload["reservation_id"] == rid, what=f"update {rid} after reconnect")
+        [dropped] = [m for m in csms.messages if m.action == "ReservationStatusUpdate"
+                     and m.session == 0]
+        assert dropped.payload["reservation_update_status"] == "Expired"
+        assert sorted((m.payload["reservation_id"], m.payload["reservation_update_status"])
+                      for m in csms.messages
+                      if m.session == 1 and m.action == "ReservationStatusUpdate") \
+            == [(1, "Expired"), (2, "Expired")]
+    finally:
+        setup.stop()
+
+
+def test_backoff_doubles_to_its_limit_and_resets():
+    backoff = Backoff(first=1, last=30)
+    assert [backoff.delay() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    backoff.reset()
+    assert [backoff.delay() for _ in range(2)] == [1, 2]
+
+
+def test_reconnect_delay_is_back_to_1_s_after_an_accepted_boot():
+    """The CSMS accepts, then drops the connection, three times: each
+    reconnection waits 1 s, as after the first drop (the bridge logs the delay
+    it chose)."""
+    setup = start_setup("2.0.1")
+    csms = setup.csms
+    try:
+        for dropped in range(3):
+            csms.drop()
+            csms.wait_session(dropped + 2)
+            # Statuses follow only an accepted boot.
+            csms.wait(lambda m: m.session == dropped + 1 and m.action == "StatusNotification",
+                      what="the reconnected station's statuses")
+        assert re.findall(r"reconnecting in (\S+) s", setup.bridge.log()) == ["1"] * 3
     finally:
         setup.stop()
 

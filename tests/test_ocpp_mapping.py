@@ -25,6 +25,8 @@ from protocol.vocabulary import (
     ConnectorState, ConnectorType, ErrorCode, ReservationResult, ReservationUpdateStatus,
 )
 
+from .helpers import HELD
+
 SCHEMAS = Path(ocpp.v201.__file__).parent / "schemas"
 
 
@@ -53,19 +55,22 @@ def test_every_actor_result_and_state_has_an_ocpp_word():
                                         ReservationUpdateStatus.REMOVED}
 
 
-def evse(states, plugged_in=False, reserved=False) -> dict:
-    return {"id": 1, "plugged_in": plugged_in, "reserved": reserved,
-            "reservation_id": 7 if reserved else None,
+def evse(states, plugged_in=False, reserved_by=None) -> dict:
+    """`reserved_by`: None (not reserved), its specific reservation's id, or HELD."""
+    held = reserved_by == HELD
+    return {"id": 1, "plugged_in": plugged_in, "reserved": reserved_by is not None,
+            "reservation_id": None if held else reserved_by, "held_for_non_evse_specific": held,
             "connectors": [{"id": n, "type": "cCCS2", "state": s} for n, s in enumerate(states, 1)]}
 
 
-EVSES = [evse(states, plugged, reserved)
+# -1 is a reservation id like any other, not "held".
+EVSES = [evse(states, plugged, reserved_by)
          for states in itertools.product(list(ConnectorState), repeat=2)
-         for plugged in (False, True) for reserved in (False, True)]
+         for plugged in (False, True) for reserved_by in (None, -1, HELD)]
 
 
 @pytest.mark.parametrize("station", EVSES, ids=lambda e: f"{e['connectors']}-{e['plugged_in']}"
-                         f"-{e['reserved']}")
+                         f"-{e['reservation_id']}-{e['held_for_non_evse_specific']}")
 def test_status_rules(station):
     states = [c["state"] for c in station["connectors"]]
     got201 = connector_statuses_201({"evses": [station]})

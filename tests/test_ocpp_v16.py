@@ -93,6 +93,17 @@ def test_replacement_by_the_same_id_moves_the_reservation(setup):
     setup.csms.wait_statuses({1: AVAILABLE, 2: RESERVED})
 
 
+def test_a_reservation_numbered_minus_one_and_a_held_connector_both_show_reserved(setup):
+    assert reserve(setup, -1, 1) == "Accepted"
+    setup.csms.wait_statuses({1: RESERVED, 2: AVAILABLE})
+    # Connector 2 is the only one left for a connector-0 reservation: held back.
+    assert reserve(setup, 2, 0, who="BOB") == "Accepted"
+    setup.csms.wait_statuses({1: RESERVED, 2: RESERVED})
+    assert setup.csms.call(call.CancelReservation(reservation_id=-1)).status == "Accepted"
+    # Two free connectors for one reservation: neither is held back any more.
+    setup.csms.wait_statuses(ALL_AVAILABLE)
+
+
 def test_cancel_of_an_unknown_id_is_rejected(setup):
     assert setup.csms.call(call.CancelReservation(reservation_id=424242)).status == "Rejected"
 

@@ -122,6 +122,18 @@ def test_non_evse_specific_results(setup):
     assert reserve(setup, 6, connector_type="cType2").status == "Unavailable"
 
 
+def test_a_reservation_numbered_minus_one_and_a_held_evse_both_show_reserved(setup):
+    assert reserve(setup, -1, evse_id=1).status == "Accepted"
+    setup.csms.wait_statuses({(1, 1): "Reserved", (1, 2): "Reserved",
+                              (2, 1): "Available", (2, 2): "Available"})
+    # EVSE 2 is the only one left for a non-EVSE-specific reservation: held back.
+    assert reserve(setup, 2, who="BOB").status == "Accepted"
+    setup.csms.wait_statuses({key: "Reserved" for key in ALL_AVAILABLE})
+    assert setup.csms.call(call.CancelReservation(reservation_id=-1)).status == "Accepted"
+    # Two free EVSEs for one reservation: neither is held back any more.
+    setup.csms.wait_statuses(ALL_AVAILABLE)
+
+
 def test_replacement_by_the_same_id_moves_the_reservation(setup):
     assert reserve(setup, 1, evse_id=1).status == "Accepted"
     setup.csms.wait_statuses({(1, 1): "Reserved", (1, 2): "Reserved"})

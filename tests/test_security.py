@@ -10,8 +10,11 @@ can only be observed as the absence of a reply within a timeout.
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -23,11 +26,13 @@ import msgpack
 import pytest
 import zmq
 import zmq.auth
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from actor.security import is_loopback
+from actor.security import (LOGGED_REFUSALS, REFUSAL_LOG_WINDOW, ZAP_ENDPOINT, CurveKeys,
+                            ZapHandler, is_loopback)
 from actor.server import MAX_FRAMES
-from bench.procs import station_config
+from bench.procs import cpu_seconds, station_config
 from protocol.client import Client, Subscriber
 from protocol.wire import UNPACK_LIMITS
 
@@ -524,3 +529,107 @@ def test_a_consumer_that_never_reads_costs_its_replies_not_the_loop(
         slow.close()
     finally:
         stop(running)
+
+
+def test_an_unknown_key_trying_300_times_is_counted_each_time_but_logged_a_few_times(
+        secure_actor, pki, context):
+    public, secret = zmq.auth.load_certificate(pki["stranger_key"])
+    server_key, _ = zmq.auth.load_certificate(pki["server_key"])
+    attempts = 300
+    strangers = []   # kept open until the end: one closed too soon may never have connected
+    with friend(pki, secure_actor.command_endpoint) as client:
+        for _ in range(attempts):
+            stranger = context.socket(zmq.DEALER)
+            stranger.curve_publickey, stranger.curve_secretkey = public, secret
+            stranger.curve_serverkey = server_key
+            stranger.setsockopt(zmq.RECONNECT_IVL, -1)   # one handshake per socket
+            stranger.connect(secure_actor.command_endpoint)
+            strangers.append(stranger)
+        wait_until(lambda: client.stats()["clients_refused"] >= attempts, what="every refusal")
+        assert client.stats()["clients_refused"] == attempts
+        assert client.ping() == "pong"
+    warnings = [line for line in secure_actor.log if " WARNING " in line]
+    assert 1 <= len(warnings) <= 3, warnings[:10]
+    assert public.decode() in warnings[0]
+
+
+def test_refusals_log_each_new_key_once_per_window_and_a_count_of_the_rest(context, caplog):
+    now = [0.0]
+    handler = ZapHandler(context, CurveKeys(b"", b"", frozenset()), clock=lambda: now[0])
+    asker = context.socket(zmq.REQ)
+    asker.setsockopt(zmq.LINGER, 0)
+    asker.connect(ZAP_ENDPOINT)
+    keys = [zmq.curve_keypair()[0] for _ in range(LOGGED_REFUSALS + 2)]
+
+    def refuse(key: bytes) -> None:
+        asker.send_multipart([b"1.0", b"1", b"", b"127.0.0.1", b"", b"CURVE", z85.decode(key)])
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        assert asker.recv_multipart()[2] == b"400"
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="reservation_actor"):
+            for key in (keys[0], keys[0], keys[1], keys[0]):
+                refuse(key)
+            assert [keys[0].decode() in m for m in logged()] == [True, False]
+            assert keys[1].decode() in logged()[1]
+            for key in keys[2:]:     # a new key each time, past the window's budget
+                refuse(key)
+            assert len(logged()) == LOGGED_REFUSALS
+            now[0] += REFUSAL_LOG_WINDOW
+            refuse(keys[0])
+            summary, again = logged()[LOGGED_REFUSALS:]
+            assert "refused 4 more clients in the last 60 s" in summary
+            assert keys[0].decode() in again   # a new window logs it afresh
+            assert handler.refused == len(keys) + 3
+    finally:
+        asker.close()
+        handler.close()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_connections_past_the_descriptor_limit_are_shed_instead_of_spinning_a_core():
+    # Started with a soft limit below the hard one, as under most service managers.
+    ours = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, ours[1] - 1), ours[1]))
+    try:
+        running = start_actor(**LOOPBACK)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, ours)
+    raw = []
+    try:
+        soft, hard = resource.prlimit(running.pid, resource.RLIMIT_NOFILE)
+        assert soft == hard == ours[1], "start-up raises the soft descriptor limit to the hard one"
+        with running.client() as client:
+            assert client.ping() == "pong"
+            limit = open_descriptors(running.pid) + 40
+            resource.prlimit(running.pid, resource.RLIMIT_NOFILE, (limit, limit))
+            ports = [int(e.rsplit(":", 1)[1]) for e in (running.command_endpoint,
+                                                         running.update_endpoint)]
+            # Connections that never speak, 20 more than the actor has descriptors
+            # left, on both listeners; libzmq holds each one it accepted for its
+            # handshake interval (30 s).
+            for i in range(60):
+                raw.append(socket.create_connection(("127.0.0.1", ports[i % 2])))
+            wait_until(lambda: open_descriptors(running.pid) >= limit, what="descriptors exhausted")
+
+            cpu_before, window_start = cpu_seconds(running.pid), time.monotonic()
+            while time.monotonic() - window_start < 1.0:
+                assert client.ping() == "pong"   # the client connected before the flood
+                time.sleep(0.05)
+            cpu_share = (cpu_seconds(running.pid) - cpu_before) / (time.monotonic() - window_start)
+            assert cpu_share < 0.1, f"the actor spins at {cpu_share:.0%} CPU out of descriptors"
+            assert client.stats()["connections_shed"] >= 1
+    finally:
+        for connection in raw:
+            connection.close()
+        stop(running)
+    said = [line for line in running.log if "out of file descriptors" in line]
+    assert len(said) == 1 and " WARNING " in said[0], said

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from actor.config import Config, EvseConfig
 from actor.core import Changes, ReservationCore
 from actor.server import Actor
-from actor.store import MEMORY, SCHEMA_VERSION, MemoryStore, Store, StoreError, open_store
+from actor.store import (MAX_COUNTER, MEMORY, SCHEMA_VERSION, MemoryStore, Store, StoreError,
+                         open_store)
 from protocol.client import Client, CommandFailed
 from protocol.messages import (
     CancelReservation, ConnectorEvent, PlugEvent, Reservation, UseReservation,
@@ -278,7 +279,8 @@ def test_reservation_that_expired_while_down_ends_expired_with_the_next_seq(path
     assert updates == [
         (UPDATE, {"reservation_id": 1, "reservation_status": "Expired", "evse_id": 1,
                   "seq": seq + 1}),
-        (RESERVED, {"evse_id": 1, "reserved": False, "reservation_id": None, "seq": seq + 2}),
+        (RESERVED, {"evse_id": 1, "reserved": False, "reservation_id": None,
+                    "held_for_non_evse_specific": False, "seq": seq + 2}),
     ]
     assert ids(core, later) == [2]
     store.close()
@@ -554,6 +556,15 @@ def _edited(sql: str):
                  id="no-position"),
     pytest.param(_edited("UPDATE meta SET value = 'many' WHERE key = 'seq'"), "meta 'seq'",
                  id="seq-type"),
+    # Damage or tampering: the next update's seq could not even be stored (issue 14).
+    pytest.param(_edited(f"UPDATE meta SET value = {2 ** 63 - 1} WHERE key = 'seq'"),
+                 "meta 'seq'", id="seq-int64-max"),
+    pytest.param(_edited(f"UPDATE meta SET value = {2 ** 63 - 2} WHERE key = 'seq'"),
+                 "meta 'seq'", id="seq-int64-max-minus-1"),
+    pytest.param(_edited(f"UPDATE meta SET value = {2 ** 53} WHERE key = 'seq'"),
+                 "meta 'seq'", id="seq-past-2**53"),
+    pytest.param(_edited(f"UPDATE meta SET value = {2 ** 63 - 1} WHERE key = 'position'"),
+                 "meta 'position'", id="position-int64-max"),
     pytest.param(_edited("DROP TABLE connector"), "no such table", id="table-missing"),
 ])
 def test_unusable_store_stops_start_up_with_one_line_and_is_left_untouched(tmp_path, make, reason):
@@ -572,6 +583,20 @@ def test_unusable_store_stops_start_up_with_one_line_and_is_left_untouched(tmp_p
     with pytest.raises(StoreError, match=reason):
         load(path)
     assert path.read_bytes() == original
+
+
+def test_a_seq_at_the_limit_is_served_and_a_value_sqlite_cannot_hold_fails_the_commit(path):
+    store = Store(path)
+    store.commit(Changes(seq=MAX_COUNTER, reservations=[], evses=[]))
+    store.close()
+    assert load(path).seq == MAX_COUNTER
+    # Past int64 the store refuses the commit (the actor answers store_failed), writing nothing.
+    store = Store(path)
+    with pytest.raises(StoreError, match="commit failed"):
+        store.commit(Changes(seq=2 ** 63, reservations=[(1, reservation(1, "ALICE"))], evses=[]))
+    store.commit(Changes(seq=MAX_COUNTER, reservations=[(2, reservation(2, "BOB"))], evses=[]))
+    store.close()
+    assert [r.reservation_id for r in load(path).reservations] == [2]
 
 
 def test_a_store_under_a_file_or_on_a_directory_is_refused_with_one_line(tmp_path):

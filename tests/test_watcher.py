@@ -115,6 +115,30 @@ def test_watcher_follows_every_change_to_exactly_get_state(actor):
         assert statuses >= {"Placed", "Cancelled", "Removed", "Expired", "Used"}
 
 
+def test_a_reservation_numbered_minus_one_is_told_apart_from_a_held_evse(actor):
+    """Any int32 is a client's reservation id, -1 too: the stream, get_state and
+    the Watcher's copy say "held back for non-EVSE-specific reservations" with a
+    field of its own, never with an id."""
+    with actor.client() as client, watcher_for(actor, check_every=None) as watcher:
+        sync(watcher, client)
+        resyncs = watcher.resyncs
+        assert client.reserve_now(reservation_id=-1, id_token="ALICE", evse_id=1,
+                                  expiry_time=in_future()) == "Accepted"
+        # EVSE 2 is the only one left for BOB's non-EVSE-specific reservation: held back.
+        assert client.reserve_now(reservation_id=2, id_token="BOB",
+                                  expiry_time=in_future()) == "Accepted"
+        state = client.get_state()
+        applied = catch_up(watcher, state["seq"])
+        shown = [(1, True, -1, False), (2, True, None, True)]
+        assert [(body["evse_id"], body["reserved"], body["reservation_id"],
+                 body["held_for_non_evse_specific"])
+                for topic, body in applied if topic == "evse_reserved"] == shown
+        assert [(evse["id"], evse["reserved"], evse["reservation_id"],
+                 evse["held_for_non_evse_specific"]) for evse in state["evses"]] == shown
+        assert watcher.state == state
+        assert watcher.resyncs == resyncs   # applied from the stream, not a new snapshot
+
+
 def random_changes(rng: random.Random) -> list[tuple[str, dict]]:
     """A few commands that change the station (each publishes updates), mostly
     undone again so that later reservations keep being accepted."""

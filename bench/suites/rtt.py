@@ -4,16 +4,22 @@ One DEALER in this process sends a request, waits for its reply, and times the
 pair with perf_counter_ns; each server is another process: `python -m actor`
 on its default station, the I/O floor (`python -m bench.echo --floor`: the
 actor's own replies and updates, recorded from it at the start, sent back with
-no work between them) and the bare echo (`python -m bench.echo`: a reply map
-and nothing else). All three get the very same request bytes, so
+the request's id and a running seq filled in and no other work) and the bare
+echo (`python -m bench.echo`: a reply map and nothing else). All three get the
+very same request bytes, so
 
 - actor / echo is what the design costs in total over msgpack over a ROUTER;
 - actor / floor is what the actor's own work adds (validation, the decision,
   encoding, logging) over the I/O this protocol needs;
 - floor / echo is what the protocol itself costs (its updates, its reply sizes).
 
+Where a C compiler can build bench/c/floor.c against libzmq, the same floor and
+echo in C are measured in the same rotation: C floor / floor and C echo / echo
+are how far Python is from libzmq itself. Where it cannot, the reason is printed
+and noted, and those rows are left out.
+
 Every figure is measured with one live subscriber process reading all topics
-of the actor and the floor (as real deployments have), and again with none.
+of the actor and the floors (as real deployments have), and again with none.
 
 Commands: ping; reserve_now / cancel_reservation as a pair (reserve id n on
 EVSE 1, cancel id n, so state never grows: each reserve is Accepted and each
@@ -33,9 +39,11 @@ import time
 import msgpack
 import zmq
 
+from bench import c
 from bench.common import Context, Figure, percentile, rotation
 from bench.procs import (
-    Listener, Server, endpoint, servers, short_tmp, start_actor, start_echo, start_floor,
+    Listener, Server, endpoint, servers, short_tmp, start_actor, start_c_echo, start_c_floor,
+    start_echo, start_floor,
 )
 from protocol.messages import format_rfc3339
 from protocol.vocabulary import Command, ConnectorType, ReservationCheckStatus, ReservationResult
@@ -49,7 +57,11 @@ EXPIRY = format_rfc3339(time.time() + 86400, "seconds")
 EXISTS_ID = 2_000_000_000      # the live reservation exists_reservation asks about
 POKE_ID = 1_999_999_999        # a reserve/cancel pair that makes a server publish
 SERVERS = ("actor", "floor", "echo")
-NAMES = {"actor": "actor", "floor": "I/O floor", "echo": "bare echo"}
+# The same floor and echo in C on libzmq (bench/c), where a C compiler can build them.
+C_SERVERS = ("c_floor", "c_echo")
+NAMES = {"actor": "actor", "floor": "I/O floor", "echo": "bare echo", "c_floor": "C floor",
+         "c_echo": "C echo"}
+ECHOES = ("echo", "c_echo")     # they answer each request with its cmd
 # Targets (issue 11), on tcp with one listener: what the actor adds over the floor
 # where it has work to do, and over the echo where it has almost none.
 FLOOR_TARGETS = {Command.RESERVE_NOW: 1.15, Command.CANCEL_RESERVATION: 1.15}
@@ -131,7 +143,8 @@ def listener_label(listeners: int) -> str:
 
 
 def measure(sock: zmq.Socket, work: dict[str, list[bytes]], actor: bool) -> dict[str, list[float]]:
-    """One repetition: every command's round-trip times (us)."""
+    """One repetition: every command's round-trip times (us); `actor`: the server
+    gives the actor's replies (the actor, the floors), not the echo's."""
     out: dict[str, list[float]] = {}
     # The echo answers each request with its cmd.
     out[Command.PING], replies = lockstep(sock, work["ping"])
@@ -156,7 +169,7 @@ def connect(context: zmq.Context, address: str) -> zmq.Socket:
 
 
 class Publishers:
-    """The servers that publish (the actor, the floor), each with a lock-step socket
+    """The servers that publish (the actor, the floors), each with a lock-step socket
     to make it publish once: what Listener.attach needs to know it is subscribed."""
 
     def __init__(self, publishing: list[Server]) -> None:
@@ -175,6 +188,19 @@ class Publishers:
         for sock in self.sockets:
             sock.close()
         self.context.term()
+
+
+def start_c(ctx: Context, tmp: str, transport: str, started: list[Server]) -> str:
+    """Start the C floor and echo (the floor's script recorded in `tmp`): "" once
+    both are up, else why they cannot be (printed, and noted in the figures)."""
+    try:
+        started.append(start_c_floor(tmp, endpoint(transport, tmp, "c-floor"),
+                                     endpoint(transport, tmp, "c-floor-upd")))
+        started.append(start_c_echo(endpoint(transport, tmp, "c-echo")))
+    except c.Unavailable as reason:
+        ctx.progress(f"C floor and echo skipped: {reason}")
+        return str(reason)
+    return ""
 
 
 def run_transport(ctx: Context, transport: str, n: int, reps: int,
@@ -197,14 +223,23 @@ def run_transport(ctx: Context, transport: str, n: int, reps: int,
             started.append(floor)
             sockets["floor"] = connect(context, floor.endpoint)
             sockets["echo"] = connect(context, echo.endpoint)
-            publishers = Publishers([actor, floor])
+            c_skipped = start_c(ctx, tmp, transport, started)
+            names = SERVERS if c_skipped else SERVERS + C_SERVERS
+            publishing = [actor, floor]
+            if not c_skipped:
+                c_floor, c_echo = started[-2:]
+                sockets["c_floor"] = connect(context, c_floor.endpoint)
+                sockets["c_echo"] = connect(context, c_echo.endpoint)
+                publishing.append(c_floor)
+            publishers = Publishers(publishing)
             warm = Workload(min(n, 500))
             warm.next_id = 1_000_000_000
-            for name in SERVERS:
-                measure(sockets[name], warm.batch(), name != "echo")
+            for name in names:
+                measure(sockets[name], warm.batch(), name not in ECHOES)
             samples = {(listeners, name): {cmd: {p: [] for p, _ in PERCENTILES} for cmd in COMMANDS}
-                       for listeners in settings for name in SERVERS}
-            received = {listeners: [0, 0] for listeners in settings}   # updates: actor, floor
+                       for listeners in settings for name in names}
+            # updates received: the actor's, the floor's (and the C floor's)
+            received = {listeners: [0] * len(publishing) for listeners in settings}
             workload = Workload(n)
             for rep in range(reps):
                 ctx.progress(f"rtt {transport}: repetition {rep + 1}/{reps} "
@@ -214,14 +249,14 @@ def run_transport(ctx: Context, transport: str, n: int, reps: int,
                     if listeners:
                         publishers.attach(listener)
                         before = listener.counts()
-                    for name in rotation(SERVERS, rep):
-                        times = measure(sockets[name], work, name != "echo")
+                    for name in rotation(names, rep):
+                        times = measure(sockets[name], work, name not in ECHOES)
                         for cmd in COMMANDS:
                             for p, _ in PERCENTILES:
                                 samples[listeners, name][cmd][p].append(percentile(times[cmd], p))
                     if listeners:
                         after = listener.counts()
-                        for k in range(2):
+                        for k in range(len(publishing)):
                             received[listeners][k] += after[k] - before[k]
                         listener.detach()
         finally:
@@ -230,11 +265,11 @@ def run_transport(ctx: Context, transport: str, n: int, reps: int,
             for sock in sockets.values():
                 sock.close()
             context.term()
-    return figures_for(transport, n, reps, settings, samples, received)
+    return figures_for(transport, n, reps, settings, samples, received, c_skipped)
 
 
 def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], samples: dict,
-                received: dict) -> list[Figure]:
+                received: dict, c_skipped: str) -> list[Figure]:
     figures = []
     graded = transport == "tcp"
     for listeners in settings:
@@ -253,6 +288,10 @@ def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], sa
                         note += (f"; the listener received {received[listeners][0]:,} of the "
                                  f"actor's {sent:,} updates and {received[listeners][1]:,} of the "
                                  f"floor's {sent:,}")
+                        if not c_skipped:
+                            note += f" ({received[listeners][2]:,} of the C floor's)"
+                    if c_skipped:
+                        note += f"; C floor and echo skipped: {c_skipped}"
                 figures.append(Figure(
                     suite="rtt", name=f"{cmd} {label} ({where})", unit="us",
                     samples=actor[cmd][p], baseline=NAMES["echo"], baseline_samples=echo[cmd][p],
@@ -271,6 +310,8 @@ def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], sa
                       if cmd == Command.PING else ""),
                 params={"kind": "floor", "transport": transport, "cmd": cmd, "percentile": 50,
                         "listeners": listeners}))
+        if not c_skipped:
+            figures += c_figures(transport, listeners, samples)
         if graded and listeners == 1:
             for cmd in COMMANDS:
                 figures.append(Figure(
@@ -289,4 +330,21 @@ def run(ctx: Context) -> list[Figure]:
     figures = run_transport(ctx, "tcp", n, reps, (1, 0))
     if not ctx.quick:
         figures += run_transport(ctx, "ipc", n, reps, (1,))
+    return figures
+
+
+def c_figures(transport: str, listeners: int, samples: dict) -> list[Figure]:
+    """The C floor and echo beside the Python ones: how far Python is from libzmq."""
+    where = f"{transport}, {listener_label(listeners)}"
+    figures = []
+    for c_name, name in zip(C_SERVERS, ("floor", "echo")):
+        for cmd in COMMANDS:
+            figures.append(Figure(
+                suite="rtt", name=f"{NAMES[c_name]}: {cmd} p50 ({where})", unit="us",
+                samples=samples[listeners, c_name][cmd][50], baseline=NAMES[name],
+                baseline_samples=samples[listeners, name][cmd][50], higher_is_better=False,
+                note=(f"the {NAMES[name]} in C on libzmq (bench/c/floor.c): what Python costs "
+                      "over libzmq itself" if cmd == Command.PING else ""),
+                params={"kind": c_name, "transport": transport, "cmd": cmd, "percentile": 50,
+                        "listeners": listeners}))
     return figures

@@ -10,7 +10,9 @@ run for a fixed time; the figure is the replies received in that time, summed
 over clients, per second. The I/O floor (the actor's own replies and updates
 for these requests, recorded from it, sent with no work between; see rtt) and
 the bare echo get the same request bytes from the same clients, with one live
-subscriber process reading every topic and again with none.
+subscriber process reading every topic and again with none. So do the same floor
+and echo in C on libzmq where they can be built (see rtt): how far Python is
+from libzmq itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from bench.procs import (
     Listener, Workers, serve_commands, servers, short_tmp, start_actor, start_echo, start_floor,
     station_config,
 )
-from bench.suites.rtt import NAMES, SERVERS, Publishers, cancel, listener_label, reserve
+from bench.suites.rtt import (
+    C_SERVERS, NAMES, SERVERS, Publishers, cancel, listener_label, reserve, start_c,
+)
 from protocol.vocabulary import Command
 
 WINDOW = 64
@@ -208,27 +212,38 @@ def run(ctx: Context) -> list[Figure]:
         echo = start_echo("tcp://127.0.0.1:*")
         started.append(echo)
         endpoints = {"actor": actor.endpoint, "floor": floor.endpoint, "echo": echo.endpoint}
-        publishers = Publishers([actor, floor])
+        publishing = [actor, floor]
+        c_skipped = start_c(ctx, tmp, "tcp", started)
+        if not c_skipped:
+            c_floor, c_echo = started[-2:]
+            endpoints.update(c_floor=c_floor.endpoint, c_echo=c_echo.endpoint)
+            publishing.append(c_floor)
+        publishers = Publishers(publishing)
         try:
-            for mode, clients in configs:
+            for n, (mode, clients) in enumerate(configs):
                 kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
                 label = f"{kind} x{clients}"
+                measured = endpoints
+                if ctx.quick and n:
+                    # CI's quick run keeps the C baselines working in the first setting only,
+                    # so it takes about as long as it did before them.
+                    measured = {name: endpoints[name] for name in SERVERS}
                 stats = {"actor": _Stats(actor.endpoint)}
                 try:
                     rates, per_request = measure(
-                        ctx, workers, label, endpoints, mode, clients, duration, reps, stats,
+                        ctx, workers, label, measured, mode, clients, duration, reps, stats,
                         listener, publishers, settings)
                 finally:
                     stats["actor"].close()
                 figures += figures_for(mode, clients, duration, rates, per_request["actor"],
-                                       settings)
+                                       settings, c_skipped)
         finally:
             publishers.close()
     return figures
 
 
 def figures_for(mode: str, clients: int, duration: float, rates: dict, per_request: float,
-                settings: tuple[int, ...]) -> list[Figure]:
+                settings: tuple[int, ...], c_skipped: str) -> list[Figure]:
     kind = "pipelined DEALER" if mode == "dealer" else "lock-step REQ"
     figures = []
     for listeners in settings:
@@ -240,6 +255,8 @@ def figures_for(mode: str, clients: int, duration: float, rates: dict, per_reque
                     f"{f', window {WINDOW} each' if mode == 'dealer' else ''}, {duration:g} s per "
                     f"repetition, tcp; actor on --store :memory:; {per_request:.2f} updates "
                     "published per request")
+            if c_skipped:
+                note += f"; C floor and echo skipped: {c_skipped}"
         figures.append(Figure(
             suite="throughput", name=f"reserve/cancel, {label}", unit="req/s",
             samples=actor, baseline=NAMES["echo"], baseline_samples=echo,
@@ -252,4 +269,13 @@ def figures_for(mode: str, clients: int, duration: float, rates: dict, per_reque
             suite="throughput", name=f"I/O floor: reserve/cancel, {label}", unit="req/s",
             samples=floor, baseline=NAMES["echo"], baseline_samples=echo, higher_is_better=True,
             params={"kind": "floor", "mode": mode, "clients": clients, "listeners": listeners}))
+        if (listeners, C_SERVERS[0]) not in rates:
+            continue
+        for c_name, name in zip(C_SERVERS, ("floor", "echo")):
+            figures.append(Figure(
+                suite="throughput", name=f"{NAMES[c_name]}: reserve/cancel, {label}",
+                unit="req/s", samples=rates[listeners, c_name], baseline=NAMES[name],
+                baseline_samples=rates[listeners, name], higher_is_better=True,
+                params={"kind": c_name, "mode": mode, "clients": clients,
+                        "listeners": listeners}))
     return figures

@@ -1,21 +1,26 @@
 """What the OCPP 2.0.1 and 1.6 handlers share: the actor, its mirrored state,
-and which reservation ends the CSMS must hear about.
+which reservation ends the CSMS must hear about, and what the CSMS may ask
+before it accepted the boot.
 
 A `ReservationBridge` lives as long as the process, across CSMS connections:
-it owns an AsyncClient for the handlers' commands and an AsyncWatcher that the
-charge point's report task polls (`follow`). Each version's mixin subclasses
-`ReportingMixin`: it holds the bridge the handlers answer from, and turns
-what `follow` returns into that version's messages, sending a connector
-status only when it changed.
+it owns an AsyncClient for the handlers' commands, an AsyncWatcher that the
+charge point's report task polls (`follow`), and the reservation ends not yet
+confirmed by a CSMS (`unconfirmed_ends`). Each version's mixin subclasses
+`ReportingMixin`: it holds the bridge the handlers answer from, serves a CSMS
+request only as that version's boot rules allow (`serves`), and turns what
+`follow` finds into that version's messages, sending a connector status only
+when it changed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from ocpp.exceptions import InternalError, OCPPError
+from ocpp.messages import MessageType, unpack
 
 from ..aio import AsyncClient, AsyncWatcher
 from ..client import CommandFailed
@@ -30,8 +35,11 @@ _REPORTED_ENDS = frozenset({ReservationUpdateStatus.EXPIRED, ReservationUpdateSt
 
 
 def service_unavailable(timeout: float) -> InternalError:
+    # The actor refuses the request from its deadline on (AsyncClient waits that
+    # long), so the CSMS may take this as "not done" and retry.
     return InternalError(description=f"reservation service unavailable: the reservation actor "
-                                     f"did not answer within {timeout:g} s")
+                                     f"did not answer within {timeout:g} s and refuses the "
+                                     "request from now on; retry it")
 
 
 class ReservationBridge:
@@ -45,6 +53,9 @@ class ReservationBridge:
         self.watcher = AsyncWatcher(command_endpoint, update_endpoint, timeout=timeout, **keys)
         self._known: dict[int, str] = {}   # reservation id -> expiry_time, at the last follow
         self._cancelled: set[int] = set()  # cancelled for the CSMS, not yet seen gone
+        # The ends `follow` found, oldest first, each kept until a CSMS answered
+        # its report: a connection lost before that does not lose it.
+        self.unconfirmed_ends: list[tuple[int, ReservationUpdateStatus]] = []
 
     def close(self) -> None:
         self.client.close()
@@ -92,9 +103,10 @@ class ReservationBridge:
 
     # -- what the report task follows ----------------------------------------------------
 
-    async def follow(self, timeout: float) -> list[tuple[int, ReservationUpdateStatus]]:
-        """Wait up to `timeout` for the actor's updates; the reservation ends to
-        report, in order. Raises TimeoutError while the actor is unreachable.
+    async def follow(self, timeout: float) -> None:
+        """Wait up to `timeout` for the actor's updates, adding the reservation
+        ends to report to `unconfirmed_ends`, in order. Raises TimeoutError
+        while the actor is unreachable.
 
         An Expired or Removed update is reported as such. A reservation that
         is gone without an update seen for it (lost in a gap, or the actor
@@ -117,7 +129,7 @@ class ReservationBridge:
                               else ReservationUpdateStatus.REMOVED))
         self._cancelled &= current.keys()
         self._known = current
-        return ended
+        self.unconfirmed_ends += ended
 
 
 def now_rfc3339() -> str:
@@ -126,13 +138,60 @@ def now_rfc3339() -> str:
 
 class ReportingMixin:
     """What both versions' mixins share: the bridge (a keyword argument of the
-    charge point) and the report task, for which each supplies
-    `connector_statuses(state)` (key -> status, as compared for change) and
-    the two senders."""
+    charge point), the boot gate and the report task. Each supplies
+    `boot_request` (its BootNotification class), `serves(action)`,
+    `refuse(call)`, `connector_statuses(state)` (key -> status, as compared
+    for change) and the two senders."""
+
+    boot_request: type
+    # The status of this connection's last BootNotification answer; None before one.
+    registration: str | None = None
+    _boot_id: str | None = None   # the unique id of the BootNotification awaiting its answer
 
     def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reservation_bridge = reservation_bridge
+
+    # -- the boot gate ---------------------------------------------------------------------
+
+    def serves(self, action: str) -> bool:
+        """Whether a CSMS request for `action` is handled as `registration` stands."""
+        raise NotImplementedError
+
+    async def refuse(self, call: Any) -> None:
+        """What a CSMS request that is not served gets."""
+        raise NotImplementedError
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:
+        if isinstance(payload, self.boot_request):
+            unique_id = self._boot_id = unique_id or str(uuid.uuid4())
+        return await super().call(payload, suppress, unique_id, skip_schema_validation)
+
+    async def route_message(self, raw_msg: str) -> None:
+        # The answer to BootNotification is taken in as it arrives: a request
+        # the CSMS sends right after it must already see it, and the waiting
+        # `call` resumes only later.
+        if self._boot_id is not None:
+            try:
+                message = unpack(raw_msg)
+            except OCPPError:
+                message = None   # the library's own routing logs it
+            if message is not None and message.unique_id == self._boot_id \
+                    and message.message_type_id == MessageType.CallResult:
+                self.registration = message.payload.get("status")
+                self._boot_id = None
+        await super().route_message(raw_msg)
+
+    async def _handle_call(self, call: Any) -> Any:
+        # Where the library hands a CSMS request to its handler.
+        if not self.serves(call.action):
+            LOG.warning("%s from the CSMS not served: the boot is %s", call.action,
+                        self.registration or "not answered yet")
+            return await self.refuse(call)
+        return await super()._handle_call(call)
+
+    # -- the report task -------------------------------------------------------------------
 
     def connector_statuses(self, state: dict[str, Any]) -> dict[Any, Any]:
         raise NotImplementedError
@@ -147,24 +206,24 @@ class ReportingMixin:
     async def report_reservations(self, poll_interval: float = 1.0) -> None:
         """Forever (cancel it when the connection ends): every connector's
         status first, then each change and each reservation end, as the
-        actor's update stream shows them."""
+        actor's update stream shows them. An end is reported until the CSMS
+        answers it, on this connection or a later one."""
         bridge = self.reservation_bridge
         sent: dict[Any, Any] = {}
-        ended: list[tuple[int, ReservationUpdateStatus]] = []
         actor_lost = False
         while True:
             # Report first: on a new connection the mirrored state is already there.
-            for reservation_id, status in ended:
-                await self.tell_csms(self.send_reservation_ended(reservation_id, status))
+            ends = bridge.unconfirmed_ends
+            while ends and await self.tell_csms(self.send_reservation_ended(*ends[0])):
+                ends.pop(0)
             if bridge.state is not None:
                 for key, status in self.connector_statuses(bridge.state).items():
                     if sent.get(key) != status:
                         await self.tell_csms(self.send_connector_status(key, status))
                         sent[key] = status
             try:
-                ended = await bridge.follow(poll_interval)
+                await bridge.follow(poll_interval)
             except TimeoutError:
-                ended = []
                 if not actor_lost:
                     LOG.warning("reservation actor unreachable; reporting resumes when it answers")
                 actor_lost = True
@@ -173,12 +232,15 @@ class ReportingMixin:
                 LOG.info("reservation actor reachable again")
                 actor_lost = False
 
-    async def tell_csms(self, message) -> None:
-        """A CSMS that does not answer, or answers with something invalid, is
-        logged and not asked again: the next change is sent as usual."""
+    async def tell_csms(self, message) -> bool:
+        """Whether the CSMS answered (a CallError or an invalid answer is one:
+        asking again would get the same). One that does not answer, or answers
+        with something invalid, is logged: the next change is sent as usual."""
         try:
             await message
         except TimeoutError as exc:
             LOG.warning("the CSMS did not answer: %s", exc)
+            return False
         except OCPPError as exc:
             LOG.warning("the CSMS answered with an invalid message: %s", exc)
+        return True

@@ -19,6 +19,7 @@ import sys
 
 import zmq
 
+from ..version import add_version_option
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
 
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="reservation-ocpp",
         description="Connect to a CSMS as an OCPP charge point whose reservations "
                     "(ReserveNow, CancelReservation) the reservation actor decides.")
+    add_version_option(parser)
     parser.add_argument("--csms", required=True, metavar="URL",
                         help="the CSMS's websocket URL (ws:// or wss://); the station id is appended")
     parser.add_argument("--station-id", required=True, metavar="ID")

@@ -64,6 +64,7 @@ ERROR_REASON_201: dict[ErrorCode, v201.StatusInfoReasonType] = {
     ErrorCode.UNKNOWN_COMMAND: v201.StatusInfoReasonType.internal_error,
     ErrorCode.INVALID_ARGUMENT: v201.StatusInfoReasonType.invalid_value,
     ErrorCode.STORE_FAILED: v201.StatusInfoReasonType.out_of_storage,
+    ErrorCode.DEADLINE_EXCEEDED: v201.StatusInfoReasonType.internal_error,
     ErrorCode.INTERNAL: v201.StatusInfoReasonType.internal_error,
 }
 
@@ -130,8 +131,9 @@ CONNECTOR_STATUS_201: dict[ConnectorState, v201.ConnectorStatusEnumType] = {
 def connector_statuses_201(state: dict[str, Any]) -> dict[tuple[int, int], str]:
     """(evse id, connector id) -> 2.0.1 connector status. A connector that would
     be Available is Occupied on a plugged-in EVSE and Reserved on an EVSE the
-    actor shows reserved; the other states keep their own status (a faulted or
-    disabled connector stays so whatever its EVSE's plug says)."""
+    actor shows reserved (`reserved`: by its own reservation, whatever its id,
+    or held back for non-EVSE-specific ones); the other states keep their own
+    status (a faulted or disabled connector stays so whatever its EVSE's plug says)."""
     statuses = {}
     for evse in state["evses"]:
         for connector in evse["connectors"]:

@@ -6,8 +6,8 @@ Basic auth when a password is given, TLS for wss://), BootNotification until
 Accepted, then at the same time the library's message loop (the handlers),
 the report task (StatusNotification for every connector, then each change)
 and Heartbeat at the interval the CSMS returned. When the connection ends,
-the next attempt follows after a delay of 1 s, doubling to 30 s, reset once
-a connection has booted.
+the next attempt follows after a delay (`Backoff`): 1 s, doubling to 30 s,
+back to 1 s once a connection's boot has been accepted.
 """
 
 from __future__ import annotations
@@ -81,6 +81,24 @@ class CsmsSettings:
         return f"{self.url.rstrip('/')}/{quote(self.station_id, safe='')}"
 
 
+class Backoff:
+    """The delay before each connection attempt: `first`, doubling after each
+    attempt up to `last`, and `first` again after `reset` (an accepted boot:
+    the CSMS is healthy, so a later drop is not a run of failures)."""
+
+    def __init__(self, first: float = FIRST_RETRY, last: float = LAST_RETRY) -> None:
+        self.first, self.last = first, last
+        self._next = first
+
+    def delay(self) -> float:
+        delay = self._next
+        self._next = min(delay * 2, self.last)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
 def auth_headers(settings: CsmsSettings) -> dict[str, str]:
     if settings.password is None:
         return {}
@@ -91,7 +109,7 @@ def auth_headers(settings: CsmsSettings) -> dict[str, str]:
 async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None:
     """Forever: connect, boot, serve, and reconnect after the connection ends."""
     version = VERSIONS[settings.version]
-    delay = FIRST_RETRY
+    backoff = Backoff()
     while True:
         try:
             async with connect(settings.address(), subprotocols=[version.subprotocol],
@@ -103,24 +121,22 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
                 LOG.info("connected to %s (%s)", settings.address(), version.subprotocol)
                 station = version.charge_point(settings.station_id, websocket,
                                                reservation_bridge=bridge)
-                if await serve(station, version):
-                    delay = FIRST_RETRY
+                await serve(station, version, backoff)
         except (OSError, WebSocketException) as exc:   # TimeoutError is an OSError
             LOG.warning("CSMS connection to %s ended: %s", settings.address(),
                         str(exc) or type(exc).__name__)
         except Exception:   # a bug of ours: logged, and the station carries on
             LOG.exception("internal error; reconnecting to the CSMS")
+        delay = backoff.delay()
         LOG.info("reconnecting in %g s", delay)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, LAST_RETRY)
 
 
-async def serve(station: Any, version: Version) -> bool:
-    """Until the connection ends (raising what ended it); True when it got
-    as far as an accepted boot."""
-    booted = asyncio.Event()
+async def serve(station: Any, version: Version, backoff: Backoff) -> None:
+    """Until the connection ends, raising what ended it; an accepted boot
+    resets `backoff`."""
     reader = asyncio.create_task(station.start())
-    work = asyncio.create_task(_session(station, version, booted))
+    work = asyncio.create_task(_session(station, version, backoff))
     try:
         done, _ = await asyncio.wait({reader, work}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -129,12 +145,11 @@ async def serve(station: Any, version: Version) -> bool:
         for task in (reader, work):
             task.cancel()
         await asyncio.gather(reader, work, return_exceptions=True)
-    return booted.is_set()
 
 
-async def _session(station: Any, version: Version, booted: asyncio.Event) -> None:
+async def _session(station: Any, version: Version, backoff: Backoff) -> None:
     interval = await _boot(station, version)
-    booted.set()
+    backoff.reset()
     await asyncio.gather(station.report_reservations(), _heartbeat(station, version, interval))
 
 

@@ -6,19 +6,28 @@ it); connector 0 in ReserveNow is a reservation on any EVSE. 1.6 has no
 ReservationStatusUpdate: an expired or removed reservation shows only as its
 connector leaving Reserved.
 
+Before the boot is answered and while it is Rejected, the station does not
+respond to the Central System at all (1.6 section 4.2: "While Rejected, the
+Charge Point SHALL NOT respond to any Central System initiated message"), as
+EVerest's libocpp; while Pending it serves every request (4.2 forbids only
+RemoteStart/StopTransaction then, which this station does not implement).
+
     class Station(ReservationHandlers, ocpp.v16.ChargePoint): ...
     station = Station(station_id, websocket, reservation_bridge=bridge)
-    await asyncio.gather(station.start(), station.report_reservations())
+    reader = asyncio.create_task(station.start())
+    await station.call(call.BootNotification(...))   # until Accepted
+    await asyncio.gather(reader, station.report_reservations())
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ocpp.messages import Call
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import KeyValue
-from ocpp.v16.enums import Action, ReservationStatus
+from ocpp.v16.enums import Action, RegistrationStatus, ReservationStatus
 
 from ..vocabulary import ReservationUpdateStatus
 from .bridge import LOG, ReportingMixin, now_rfc3339
@@ -31,6 +40,14 @@ WHOLE_STATION = 0
 
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v16.ChargePoint` subclass (before it in the bases)."""
+
+    boot_request = call.BootNotification
+
+    def serves(self, action: str) -> bool:
+        return self.registration in (RegistrationStatus.accepted, RegistrationStatus.pending)
+
+    async def refuse(self, request: Call) -> None:
+        """Not a word back."""
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str,

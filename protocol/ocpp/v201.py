@@ -1,21 +1,30 @@
 """OCPP 2.0.1: ReserveNow, CancelReservation and GetVariables answered from the
 actor, StatusNotification and ReservationStatusUpdate from its update stream.
 
+Before the CSMS accepted the boot, as EVerest's libocpp does: while Pending
+only the requests that read or set the configuration are served (B02.FR.01);
+any other request, and every request before an answer or while Rejected,
+gets a CallError SecurityError (B02.FR.09, B03.FR.08) and changes nothing.
+
     class Station(ReservationHandlers, ocpp.v201.ChargePoint): ...
     station = Station(station_id, websocket, reservation_bridge=bridge)
-    await asyncio.gather(station.start(), station.report_reservations())
+    reader = asyncio.create_task(station.start())
+    await station.call(call.BootNotification(...))   # until Accepted
+    await asyncio.gather(reader, station.report_reservations())
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ocpp.exceptions import SecurityError
+from ocpp.messages import Call
 from ocpp.routing import on
 from ocpp.v201 import call, call_result
 from ocpp.v201.datatypes import GetVariableResultType, StatusInfoType
 from ocpp.v201.enums import (
-    Action, AttributeEnumType, GetVariableStatusEnumType, ReserveNowStatusEnumType,
-    StatusInfoReasonType,
+    Action, AttributeEnumType, GetVariableStatusEnumType, RegistrationStatusEnumType,
+    ReserveNowStatusEnumType, StatusInfoReasonType,
 )
 
 from ..vocabulary import ReservationUpdateStatus
@@ -27,6 +36,14 @@ from .mapping import (
 )
 
 
+# What a CSMS may ask while the boot is Pending (B02.FR.01: use cases B05 to B08,
+# and TriggerMessage); the station answers those it implements.
+SERVED_WHILE_PENDING = frozenset({
+    Action.get_variables, Action.set_variables, Action.get_base_report, Action.get_report,
+    Action.trigger_message,
+})
+
+
 def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.ReserveNow:
     return call_result.ReserveNow(status=ReserveNowStatusEnumType.rejected,
                                   status_info=StatusInfoType(reason_code=reason_code,
@@ -35,6 +52,18 @@ def rejected(reason_code: StatusInfoReasonType, why: str) -> call_result.Reserve
 
 class ReservationHandlers(ReportingMixin):
     """Mix into an `ocpp.v201.ChargePoint` subclass (before it in the bases)."""
+
+    boot_request = call.BootNotification
+
+    def serves(self, action: str) -> bool:
+        return self.registration == RegistrationStatusEnumType.accepted or (
+            self.registration == RegistrationStatusEnumType.pending
+            and action in SERVED_WHILE_PENDING)
+
+    async def refuse(self, request: Call) -> None:
+        error = SecurityError(description=f"{request.action} before the CSMS accepted this "
+                                          f"station's BootNotification")
+        await self._send(request.create_call_error(error).to_json())
 
     @on(Action.reserve_now)
     async def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict,
