@@ -50,6 +50,7 @@ class Config:
     max_message_bytes: int = 64 * 1024
     turn_reply_bytes: int = 256 * 1024          # replies per loop turn; 0: no bound
     peer_unread_bytes: int = 1024 * 1024        # a peer's unread replies before it waits; 0: no bound
+    turn_decide_ms: int = 10                    # deciding per loop turn; 0: no bound
 
 
 _SECTIONS = {
@@ -58,7 +59,7 @@ _SECTIONS = {
     "timer": {"tick_ms"},
     "store": {"path", "synchronous"},
     "security": {"secret_key_file", "authorized_keys"},
-    "limits": {"max_message_bytes", "turn_reply_bytes", "peer_unread_bytes"},
+    "limits": {"max_message_bytes", "turn_reply_bytes", "peer_unread_bytes", "turn_decide_ms"},
 }
 
 
@@ -119,10 +120,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"limits.max_message_bytes must be between 256 and {64 * 1024 * 1024}, "
                           f"got {max_message_bytes}")
     fairness = {key: _typed(limits.get(key, getattr(Config, key)), int, f"limits.{key}")
-                for key in ("turn_reply_bytes", "peer_unread_bytes")}
+                for key in ("turn_reply_bytes", "peer_unread_bytes", "turn_decide_ms")}
     for key, value in fairness.items():
         if value < 0:
-            raise ConfigError(f"limits.{key} must be 0 (no bound) or a number of bytes, got {value}")
+            unit = "milliseconds" if key == "turn_decide_ms" else "bytes"
+            raise ConfigError(f"limits.{key} must be 0 (no bound) or a number of {unit}, got {value}")
     return Config(
         evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
         reservations_enabled=_typed(reservations.get("enabled", Config.reservations_enabled), bool,

@@ -175,6 +175,13 @@ class ReservationCore:
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[ConnectorType] = Counter()
         self._non_specific_count = 0   # their sum: without any, no decision needs the guarantee
+        # Non-EVSE-specific reservations by casefolded id_token and by casefolded
+        # parent_id_token, each bucket in placement order (reservation id -> placement
+        # number): use and exists by token look up, where a scan of thousands of
+        # reservations per request held up everything else.
+        self._by_token: dict[str, dict[int, int]] = {}
+        self._by_parent: dict[str, dict[int, int]] = {}
+        self._placements = 0
         # Free EVSEs by signature, and their count (what the guarantee reads).
         self._free_ids: dict[frozenset[ConnectorType], set[int]] = {}
         self._free: Counter[frozenset[ConnectorType]] = Counter()
@@ -333,11 +340,14 @@ class ReservationCore:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
             order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
+            buckets = [(index, key, index[key].copy()) for index, key in self._token_keys(old)]
             self._unlink(old)
             result = self._decide(new, now)
             if result != Result.ACCEPTED:
                 self._link(old)
                 self._reservations, self._dirty_reservations = order, dirty
+                for index, key, bucket in buckets:
+                    index[key] = bucket
         if result == Result.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
@@ -561,6 +571,9 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
             self._non_specific_count += 1
+            self._placements += 1
+            for index, key in self._token_keys(reservation):
+                index.setdefault(key, {})[reservation.reservation_id] = self._placements
         else:
             self._hold(self._evses[reservation.evse_id], reservation)
 
@@ -570,6 +583,11 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
             self._non_specific_count -= 1
+            for index, key in self._token_keys(reservation):
+                bucket = index[key]
+                del bucket[reservation.reservation_id]
+                if not bucket:
+                    del index[key]
         else:
             self._hold(self._evses[reservation.evse_id], None)
 
@@ -647,11 +665,25 @@ class ReservationCore:
     def _station_has(self, wanted: ConnectorType) -> bool:
         return any(types_match(wanted, t) for t in self._station_types)
 
+    def _token_keys(self, reservation: Reservation) -> list[tuple[dict, str]]:
+        """The token index buckets a non-EVSE-specific reservation is filed in."""
+        if reservation.evse_id is not None:
+            return []
+        keys = [(self._by_token, reservation.id_token.casefold())]
+        if reservation.parent_id_token is not None:
+            keys.append((self._by_parent, reservation.parent_id_token.casefold()))
+        return keys
+
     def _matching_non_specific(self, id_token: str, parent_token: str | None) -> Reservation | None:
-        for reservation in self._reservations.values():
-            if reservation.evse_id is None and token_matches(reservation, id_token, parent_token):
-                return reservation
-        return None
+        """The oldest non-EVSE-specific reservation token_matches() accepts: the
+        older of the first in its token's bucket and the first in its parent's."""
+        buckets = [self._by_token.get(id_token.casefold())]
+        if parent_token is not None:
+            buckets.append(self._by_parent.get(parent_token.casefold()))
+        firsts = [next(iter(bucket.items())) for bucket in buckets if bucket]
+        if not firsts:
+            return None
+        return self._reservations[min(firsts, key=lambda first: first[1])[0]]
 
     def _evse(self, evse_id: int) -> Evse:
         evse = self._evses.get(evse_id)

@@ -7,8 +7,9 @@ A loop turn is five steps, one method each:
 1. wait: poll until a request, a ZAP request or a signal arrives, the next
    expiry is due, or a held-back commit is to be retried; read the clock once.
 2. decide: end what expired, then take requests (up to BATCH, and no more once
-   the turn's replies pass `turn_reply_bytes`) and decide each with the core;
-   `stats` is answered here, from the loop's own counters.
+   the turn's replies pass `turn_reply_bytes` or it has decided for
+   `turn_decide_ms`) and decide each with the core; `stats` is answered here,
+   from the loop's own counters.
 3. commit: store what the turn changed in one transaction (group commit: one
    fsync per turn, not per request). Nothing leaves before its commit.
 4. reply, with the routing frames each request came with.
@@ -22,14 +23,19 @@ on its own (an expiry; what start-up or that rebuild ended) cannot be
 refused, so it is held, unpublished, and its commit retried on the schedule
 of retry.CommitRetry instead of on every turn; reads are answered meanwhile.
 
-Fairness. A turn is bounded by the bytes of its replies as well as by their
-number, so one client's expensive requests (get_state on a large station)
+Fairness. A turn is bounded by the bytes of its replies and by the time spent
+deciding as well as by their number, so one client's expensive requests (a
+get_state on a large station, or many cheap replies that are slow to decide)
 leave room between them for expiries and other clients. A peer whose replies
 are not being read stops being served: replies of TRACKED_REPLY_BYTES or more
 are tracked until libzmq has handed them to the kernel, and while more than
 `peer_unread_bytes` of a peer's are still waiting, its requests are parked, in
 order, and decided once it catches up (at most MAX_PARKED; past that they are
-shed, like messages past a high-water mark, and counted).
+shed, like messages past a high-water mark, and counted). Parked requests and
+requests read from the ROUTER take turns, so a backlog never starves the
+others; the parked requests of a peer that disconnected are dropped undecided
+(and counted), found by the connection they came on being closed, and so is
+what it sent before leaving that is read afterwards.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
 TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
 MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
 PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
+MAX_GONE = 1024                     # peers found gone, remembered while what they sent is read
 
 # Frames are sent with Socket.send and int flags: send_multipart's checks and
 # flag arithmetic cost more than the send itself (a third of publishing).
@@ -100,6 +107,25 @@ def _refuse_live_ipc(endpoint: str) -> None:
     raise zmq.ZMQError(errno.EADDRINUSE, f"{endpoint} is in use by another process")
 
 
+def _socket_at(fd: int) -> tuple[int, int] | None:
+    """What is open on a connection's file descriptor (the ZMQ_SRCFD of a message
+    that came on it): the socket's (device, inode), None once libzmq has closed it
+    because the peer disconnected.
+
+    Why not a socket monitor: its DISCONNECTED events carry only the fd, which
+    the next connection may reuse before the event is read, and a full monitor
+    pipe drops events. The inode tells one socket from the next on the same fd,
+    and asking costs one fstat, only for peers whose requests are parked. A
+    connection without an fd (inproc) is never taken for gone."""
+    if fd < 0:
+        return fd, fd
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def poll_ms(deadline: float, now: float) -> int:
     """How long to poll to wake by `deadline`, for any two floats: 0 when it
     is due or past (or not a number), at most MAX_SLEEP_MS however far. zmq_poll
@@ -115,14 +141,24 @@ def poll_ms(deadline: float, now: float) -> int:
 
 class _Peer:
     """One peer's replies that libzmq has not yet handed to the kernel (the
-    tracked ones) and the requests parked until it reads them."""
+    tracked ones), the requests parked until it reads them, and the connection
+    they came on."""
 
-    __slots__ = ("sending", "unread", "parked")
+    __slots__ = ("sending", "unread", "parked", "connection")
 
     def __init__(self) -> None:
         self.sending: deque[tuple[zmq.MessageTracker, int]] = deque()
         self.unread = 0
         self.parked: deque[list[bytes]] = deque()
+        self.connection: tuple[int, tuple[int, int]] | None = None   # fd, _socket_at(fd)
+
+    def gone(self) -> bool:
+        """Whether the connection its parked requests came on is closed. libzmq
+        closes the fd as soon as it sees the disconnect; a peer's queued replies
+        are dropped (making it look caught up) only later, once everything it
+        sent has been read, so a gone peer is seen as gone when its turn comes."""
+        fd, socket_there = self.connection
+        return _socket_at(fd) != socket_there
 
     def unread_bytes(self) -> int:
         sending = self.sending
@@ -148,8 +184,11 @@ class Actor:
         self._retry = CommitRetry()
         self._turn_reply_bytes = config.turn_reply_bytes or math.inf
         self._peer_unread_bytes = config.peer_unread_bytes or math.inf
+        self._turn_decide_s = config.turn_decide_ms / 1000 or math.inf
         self._peers: dict[bytes, _Peer] = {}
         self._waiting: dict[bytes, _Peer] = {}    # peers with parked requests
+        self._parked_next = False   # parked and read requests take turns
+        self._gone: dict[bytes, None] = {}         # peers found gone, oldest first
         self._answered_here = {Command.STATS: self._stats}
         self._encode = Encoder()
         self.started = time.monotonic()
@@ -158,6 +197,7 @@ class Actor:
         self.updates_published = 0
         self.replies_dropped = 0
         self.requests_shed = 0
+        self.requests_abandoned = 0
         self.store_failures = 0
         self._stopping = False
         self._router_readable = False
@@ -332,6 +372,9 @@ class Actor:
         replies = []
         first_write = None
         budget = self._turn_reply_bytes
+        # Time as well as bytes: cheap replies can take long to decide. Measured
+        # here, in the loop; the core never reads a clock.
+        stop_at = time.perf_counter() + self._turn_decide_s
         for _ in range(BATCH):
             frames = self._next_request()
             if frames is None:
@@ -344,22 +387,44 @@ class Actor:
                 first_write = len(replies)
             replies.append(frames)
             budget -= len(frames[-1])
-            if budget <= 0:
+            if budget <= 0 or time.perf_counter() >= stop_at:
                 break
         return replies, updates, first_write
 
     def _next_request(self) -> list[bytes] | object | None:
-        """The frames of the next request to decide: a parked one whose peer
-        caught up, else one from the ROUTER; _PARKED when what was read had to
-        wait; None when nothing is there."""
-        if self._waiting:
-            limit = self._peer_unread_bytes
-            for identity, peer in self._waiting.items():
-                if peer.unread_bytes() <= limit:
-                    frames = peer.parked.popleft()
-                    if not peer.parked:
-                        del self._waiting[identity]
-                    return frames
+        """The frames of the next request to decide, a parked one whose peer
+        caught up and one from the ROUTER by turns, so neither starves the
+        other; _PARKED when what was read had to wait or was dropped; None when
+        nothing is there."""
+        if self._waiting and self._parked_next:
+            frames = self._unparked()
+            if frames is not None:
+                self._parked_next = False
+                return frames
+        self._parked_next = True
+        frames = self._read()
+        if frames is None and self._waiting:
+            return self._unparked()
+        return frames
+
+    def _unparked(self) -> list[bytes] | None:
+        """The oldest parked request of a peer that caught up. A peer found gone
+        has its parked requests dropped, not decided: nobody would get the replies."""
+        limit = self._peer_unread_bytes
+        for identity, peer in list(self._waiting.items()):
+            if peer.unread_bytes() > limit:
+                continue
+            if peer.gone():
+                self._abandon(identity, peer)
+                del self._waiting[identity]
+                continue
+            frames = peer.parked.popleft()
+            if not peer.parked:
+                del self._waiting[identity]
+            return frames
+        return None
+
+    def _read(self) -> list[bytes] | object | None:
         router = self.router
         if self._router_readable:
             self._router_readable = False   # the poll just said so: no need to ask
@@ -373,14 +438,30 @@ class Actor:
         while frame.more:
             frame = router.recv(_NOBLOCK, copy=False)
             frames.append(frame.bytes)
+        if self._gone and frames[0] in self._gone:
+            if _socket_at(frame.get(zmq.SRCFD)) is None:
+                # Sent before its peer disconnected, read after: nobody to answer.
+                self.requests_abandoned += 1
+                return _PARKED
+            del self._gone[frames[0]]   # the same routing id, connected again
         if self._peers:
             peer = self._peers.get(frames[0])
             if peer is not None and (peer.parked or peer.unread_bytes() > self._peer_unread_bytes):
-                self._park(frames[0], peer, frames)
+                self._park(frames[0], peer, frames, frame.get(zmq.SRCFD))
                 return _PARKED
         return frames
 
-    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes]) -> None:
+    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes], fd: int) -> None:
+        socket_there = _socket_at(fd)
+        if socket_there is None:
+            self.requests_abandoned += 1
+            self._abandon(identity, peer)
+            return
+        connection = fd, socket_there
+        if peer.parked and peer.connection != connection:
+            # The same routing id on a new connection: the old one is gone.
+            self._abandon(identity, peer)
+        peer.connection = connection
         if len(peer.parked) >= MAX_PARKED:
             if not self.requests_shed:
                 log.warning("shedding requests of a peer that does not read its replies "
@@ -389,6 +470,15 @@ class Actor:
             return
         peer.parked.append(frames)
         self._waiting[identity] = peer
+
+    def _abandon(self, identity: bytes, peer: _Peer) -> None:
+        """Drop what `peer` left parked, and drop what it sent before leaving as
+        it is read (libzmq may still hold some once its replies are discarded)."""
+        self.requests_abandoned += len(peer.parked)
+        peer.parked.clear()
+        self._gone[identity] = None
+        if len(self._gone) > MAX_GONE:
+            del self._gone[next(iter(self._gone))]
 
     def _decide_request(self, frames: list[bytes], now: float, updates: list) -> bytes:
         """The encoded reply to one request. Everything before its last frame
@@ -519,6 +609,7 @@ class Actor:
             "updates_published": self.updates_published,
             "replies_dropped": self.replies_dropped,
             "requests_shed": self.requests_shed,
+            "requests_abandoned": self.requests_abandoned,
             "clients_refused": self.zap.refused if self.zap is not None else 0,
             "connections_shed": self.guard.shed if self.guard is not None else 0,
             "store_failures": self.store_failures,

@@ -74,6 +74,8 @@ def test_sections_are_optional_and_evse_absent_means_the_default_station():
     ({"store": {"synchronous": "off"}}, "store.synchronous must be one of full, normal"),
     ({"security": {"secret_key_file": "k"}}, "needs both secret_key_file and authorized_keys"),
     ({"limits": {"max_message_bytes": 10}}, "limits.max_message_bytes must be between"),
+    ({"limits": {"turn_decide_ms": -1}},
+     "limits.turn_decide_ms must be 0 (no bound) or a number of milliseconds"),
     ({"evse": []}, "at least one EVSE"),
     ({"evse": [{"connectors": [{"id": 1}]}]}, "evse #1: missing id"),
     ({"evse": [{"id": -1, "connectors": [{"id": 1}]}]}, "evse #1: id must be an integer"),

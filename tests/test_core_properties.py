@@ -13,7 +13,7 @@ from __future__ import annotations
 
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -434,3 +434,62 @@ CoreMachine.TestCase.settings = settings(
     max_examples=400, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_core_machine = CoreMachine.TestCase
+
+
+# -- the token index against the linear scan it replaced ----------------------------------------
+
+INDEX_EVSES = [(n, [(1, CCS)]) for n in range(1, 7)]   # room for every reservation below
+INDEX_TOKENS = ("ALICE", "alice", "BOB", "STRASSE", "straße")
+INDEX_PARENTS = (None, None, "FLEET", "fleet", "OTHER", "STRASSE")
+index_steps = st.lists(st.one_of(
+    st.tuples(st.just("reserve"), st.integers(1, 4), st.sampled_from(INDEX_TOKENS),
+              st.sampled_from(INDEX_PARENTS), st.sampled_from((None, None, None, 1, 2)),
+              st.booleans()),
+    st.tuples(st.just("cancel"), st.integers(1, 4)),
+    st.tuples(st.just("use"), st.sampled_from(INDEX_TOKENS), st.sampled_from(INDEX_PARENTS)),
+    st.tuples(st.just("exists"), st.sampled_from(INDEX_TOKENS), st.sampled_from(INDEX_PARENTS)),
+), max_size=60)
+
+
+def oldest_match(core: ReservationCore, token: str, parent: str | None) -> int | None:
+    """What the core answered before its token index: the first non-EVSE-specific
+    reservation in placement order that token_matches."""
+    for r in core.reservations:
+        if r.evse_id is None and token_matches(r.to_wire(), token, parent):
+            return r.reservation_id
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(index_steps)
+# A refused replacement puts the old reservation back where it was, not last.
+@example([("reserve", 1, "ALICE", None, None, False), ("reserve", 2, "alice", None, None, False),
+          ("reserve", 1, "ALICE", None, None, True), ("use", "alice", None)])
+def test_token_index_answers_what_the_linear_scan_answered(steps):
+    """use_reservation and exists_reservation without an EVSE pick exactly the
+    reservation the scan in placement order picked (the oldest match), through
+    placements, replacements refused or accepted (a refused one keeps its place),
+    cancellations and uses."""
+    core = ReservationCore(INDEX_EVSES, tick=TICK, now=START)
+    for step in steps:
+        if step[0] == "reserve":
+            _, rid, token, parent, evse, refused = step
+            request = {"reservation_id": rid, "id_token": token,
+                       "expiry_time": rfc3339(START - 1 if refused else START + 600)}
+            if parent is not None:
+                request["parent_id_token"] = parent
+            if evse is not None:
+                request["evse_id"] = evse
+            core.apply(parse_command("reserve_now", {"request": request}), START)
+        elif step[0] == "cancel":
+            core.apply(CancelReservation(step[1]), START)
+        elif step[0] == "use":
+            _, token, parent = step
+            expected = oldest_match(core, token, parent)
+            assert core.apply(UseReservation(token, None, parent), START).result == expected
+        else:
+            _, token, parent = step
+            expected = "NotReserved" if oldest_match(core, token, parent) is None \
+                else "ReservedForToken"
+            assert core.apply(ExistsReservation(token, None, parent), START).result == expected
+
