@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Callable
 
-import msgpack
+import msgspec
 import zmq
 
 from actor.config import Config
@@ -92,7 +92,7 @@ def flood_process(conn, index: int) -> None:
     def handle(command):
         if command[0] == "flood":
             _, endpoint, count, peers = command
-            request = msgpack.packb({"id": 0, "cmd": Command.GET_STATE})
+            request = msgspec.msgpack.encode({"id": 0, "cmd": Command.GET_STATE})
             for _ in range(peers):
                 sock = context.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
@@ -119,7 +119,7 @@ def flood_process(conn, index: int) -> None:
 
 
 def lookups(context: zmq.Context, endpoint: str, stop: threading.Event) -> None:
-    requests = [msgpack.packb({"id": 0, "cmd": cmd, "args": {"id_token": "NOBODY"}})
+    requests = [msgspec.msgpack.encode({"id": 0, "cmd": cmd, "args": {"id_token": "NOBODY"}})
                 for cmd in (Command.EXISTS_RESERVATION, Command.USE_RESERVATION)]
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -181,7 +181,7 @@ def watch_process(conn, index: int) -> None:
                     if sub.poll(int(RSS_EVERY * 1000)):
                         _, body = sub.recv_multipart()
                         arrived = time.time()
-                        update = msgpack.unpackb(body)
+                        update = msgspec.msgpack.decode(body)
                         if (update.get("reservation_id") == reservation_id
                                 and update.get("reservation_status")
                                 == ReservationUpdateStatus.EXPIRED):
@@ -229,7 +229,7 @@ def one_run(ctx: Context, tmp: str, evses: int, limits: dict[str, int] | None,
             watch.ask(("seen",), 30)     # their Placed updates, read before the window
         text = format_rfc3339(time.time() + expire_after, "microseconds")
         expires_at = parse_rfc3339(text)
-        placed = msgpack.unpackb(lockstep(b, [msgpack.packb({
+        placed = msgspec.msgpack.decode(lockstep(b, [msgspec.msgpack.encode({
             "id": 0, "cmd": Command.RESERVE_NOW, "args": {"request": {
                 "reservation_id": EXPIRING_ID, "id_token": "EXPIRING", "evse_id": 2,
                 "expiry_time": text}}})])[1][0])
@@ -273,10 +273,10 @@ def place_non_specific(sock: zmq.Socket, count: int) -> None:
     """`count` non-EVSE-specific reservations (no connector type), pipelined."""
     expiry = format_rfc3339(time.time() + 3600, "seconds")
     for n in range(count):
-        sock.send(msgpack.packb({"id": n, "cmd": Command.RESERVE_NOW, "args": {"request": {
+        sock.send(msgspec.msgpack.encode({"id": n, "cmd": Command.RESERVE_NOW, "args": {"request": {
             "reservation_id": 1000 + n, "id_token": f"HOLDER{n}", "expiry_time": expiry}}}))
     for _ in range(count):
-        reply = msgpack.unpackb(sock.recv())
+        reply = msgspec.msgpack.decode(sock.recv())
         if reply.get("result") != ReservationResult.ACCEPTED:
             raise RuntimeError(f"fairness: a non-EVSE-specific reservation was refused: {reply}")
 
