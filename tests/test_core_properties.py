@@ -455,7 +455,7 @@ def oldest_match(core: ReservationCore, token: str, parent: str | None) -> int |
     """What the core answered before its token index: the first non-EVSE-specific
     reservation in placement order that token_matches."""
     for r in core.reservations:
-        if r.evse_id is None and token_matches(r.to_wire(), token, parent):
+        if r.evse_id is None and token_matches(on_the_wire(r), token, parent):
             return r.reservation_id
     return None
 
