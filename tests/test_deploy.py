@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -31,7 +32,7 @@ from bench import procs
 from protocol import ctl
 from protocol.client import Client
 from tests.conftest import start_actor
-from tests.helpers import in_future
+from tests.helpers import in_future, rfc3339
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -274,3 +275,31 @@ def test_json_log_lines_are_one_object_each_stamped_in_utc():
     assert {(line["level"], line["logger"]) for line in lines} == {("INFO", "reservation_actor")}
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
                for line in lines)
+
+
+def test_ready_comes_after_what_start_up_ended_is_published(notify_socket, short_tmp):
+    """A supervisor that hears READY may rely on start-up's own updates (here a
+    reservation that expired while the actor was down) being out already: the
+    actor logs each published end, so its log holds the Expired when READY
+    arrives (the actor is stopped on the spot, so it cannot catch up)."""
+    sock, name = notify_socket
+    store = os.path.join(short_tmp, "store.sqlite3")
+    first = start_actor(**LOOPBACK, store=store)
+    try:
+        expiry = time.time() + 1
+        with Client(first.command_endpoint, timeout=10) as client:
+            assert client.reserve_now(reservation_id=7, id_token="A", evse_id=1,
+                                      expiry_time=rfc3339(expiry)) == "Accepted"
+        assert first.stop(signal.SIGTERM) == 0
+    finally:
+        first.kill()
+    while time.time() < expiry + 0.1:   # real time passes while the actor is down
+        time.sleep(expiry + 0.1 - time.time())
+    second = start_actor(**LOOPBACK, store=store, env={"NOTIFY_SOCKET": name})
+    try:
+        assert messages(sock.recv(4096))["READY"] == "1"
+        os.kill(second.pid, signal.SIGSTOP)
+        assert any("reservation 7 Expired" in line for line in second.log), "".join(second.log)
+        os.kill(second.pid, signal.SIGCONT)
+    finally:
+        second.kill()
