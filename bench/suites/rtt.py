@@ -66,7 +66,9 @@ ECHOES = ("echo", "c_echo")     # they answer each request with its cmd
 # where it has work to do, and over the echo where it has almost none.
 FLOOR_TARGETS = {Command.RESERVE_NOW: 1.15, Command.CANCEL_RESERVATION: 1.15}
 ECHO_TARGETS = {Command.PING: 1.15, Command.EXISTS_RESERVATION: 1.15}
-TAIL_TARGET = 3.0              # p99.9 over the same command's p50
+# p99.9 over the I/O floor's own p99.9 in the same run: the floor's tail is this shared
+# machine's (its scheduler, libzmq's threads); the actor must not add to it.
+TAIL_TARGET = 1.5
 TIMEOUT_MS = 5000
 
 
@@ -315,9 +317,9 @@ def figures_for(transport: str, n: int, reps: int, settings: tuple[int, ...], sa
         if graded and listeners == 1:
             for cmd in COMMANDS:
                 figures.append(Figure(
-                    suite="rtt", name=f"{cmd} p99.9 against its p50 ({where})", unit="us",
-                    samples=actor[cmd][99.9], baseline="its own p50",
-                    baseline_samples=actor[cmd][50], higher_is_better=False, target=TAIL_TARGET,
+                    suite="rtt", name=f"{cmd} p99.9 ({where})", unit="us",
+                    samples=actor[cmd][99.9], baseline="I/O floor p99.9",
+                    baseline_samples=floor[cmd][99.9], higher_is_better=False, target=TAIL_TARGET,
                     params={"kind": "tail", "transport": transport, "cmd": cmd,
                             "listeners": listeners}))
     return figures
