@@ -7,6 +7,7 @@
     v16       ReservationHandlers for ocpp.v16.ChargePoint
     station   the runnable charge point: connect, boot, serve, reconnect
     cli       the console script
+    csms      a demo CSMS to try the bridge with (python -m protocol.ocpp.csms)
 
 Needs the `ocpp` extra (`pip install 'reservation-actor[ocpp]'`).
 """
