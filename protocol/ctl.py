@@ -243,11 +243,15 @@ def diagnose(endpoint: str, server_key: str | None, client_key: str | None,
         sock.disable_monitor()
         monitor.close()
         sock.close()
+    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:   # its ZAP handler said no
+        return EXIT_REFUSED, (f"the actor at {endpoint} refused this client's CURVE key: add "
+                              "its public key (NAME.key) to the actor's authorized keys")
+    if seen & _REFUSED and client_key is None:
+        return EXIT_REFUSED, (f"the actor at {endpoint} refused the handshake: it requires "
+                              "CURVE, so give --server-key and --client-key")
     if seen & _REFUSED:
-        how = "with these keys" if client_key else "without CURVE keys"
-        return EXIT_REFUSED, (f"the actor at {endpoint} refused the CURVE handshake {how}: "
-                              "is this client's public key among its authorized keys, and "
-                              "--server-key its public key?")
+        return EXIT_REFUSED, (f"the actor at {endpoint} refused the CURVE handshake: is "
+                              "--server-key its public key (actor.key), and does it use CURVE?")
     if zmq.EVENT_HANDSHAKE_SUCCEEDED in seen:
         return EXIT_UNREACHABLE, "the actor accepted the connection but did not answer: busy or hung?"
     if zmq.EVENT_CONNECTED in seen:

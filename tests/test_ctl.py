@@ -109,9 +109,13 @@ def test_a_client_refused_by_curve_is_exit_4_and_told_so(secure_actor, pki):
     stranger = run("--endpoint", endpoint, "--timeout", "0.5", "ping",
                    "--server-key", pki["server_key"], "--client-key", pki["stranger_key"])
     plain = run("--endpoint", endpoint, "--timeout", "0.5", "ping")
-    for done in (stranger, plain):
+    wrong_server_key = run("--endpoint", endpoint, "--timeout", "0.5", "ping",
+                           "--server-key", pki["stranger_key"], "--client-key", pki["client_key"])
+    for done, says in ((stranger, "refused this client's CURVE key"),
+                       (plain, "requires CURVE, so give --server-key and --client-key"),
+                       (wrong_server_key, "is --server-key its public key")):
         assert done.returncode == 4, done.stderr
-        assert "refused the CURVE handshake" in done.stderr and done.stderr.count("\n") == 1
+        assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
         assert "is the actor running?" not in done.stderr
     done = run("--endpoint", endpoint, "ping",
                "--server-key", pki["server_key"], "--client-key", pki["client_key"])
