@@ -5,6 +5,7 @@ real processes against a real CSMS built with the `ocpp` library."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from bench.procs import OCPP_CONNECTED, ROOT, start_process
+from protocol.ocpp.cli import NEEDS_EXTRA
 from protocol.version import installed_version
 
 from .conftest import start_actor
@@ -137,3 +139,15 @@ def test_the_demo_csms_and_the_bridge_in_two_commands():
         assert demo.wait(10) == 0, printed()
         Path(out.name).unlink()
         actor.stop()
+
+
+def test_the_demo_csms_without_the_ocpp_extra_is_one_line_and_exit_2(tmp_path):
+    # What importing a package that is not installed raises, on a path
+    # searched before the installed one.
+    (tmp_path / "ocpp").mkdir()
+    (tmp_path / "ocpp" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'ocpp'\", name='ocpp')\n")
+    done = subprocess.run([sys.executable, "-m", "protocol.ocpp.csms"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert (done.returncode, done.stderr) == (2, NEEDS_EXTRA + "\n")

@@ -24,7 +24,7 @@ from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
 
 NEEDS_EXTRA = "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'"
-_EXTRA_MODULES = frozenset({"ocpp", "websockets"})
+EXTRA_MODULES = frozenset({"ocpp", "websockets"})
 
 
 # What BootNotification says the station is (station.Identity), and OCPP's
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         from .bridge import ReservationBridge, without_unavailable_tracebacks
         from .station import CsmsSettings, Identity
     except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] not in _EXTRA_MODULES:
+        if (exc.name or "").partition(".")[0] not in EXTRA_MODULES:
             raise
         print(NEEDS_EXTRA, file=sys.stderr)
         return EXIT_USAGE

@@ -21,25 +21,33 @@ import sys
 import time
 from typing import Any
 
-import ocpp.v16
-import ocpp.v201
-from ocpp.messages import MessageType, unpack
-from ocpp.routing import after, on
-from ocpp.v16 import call as call16
-from ocpp.v16 import call_result as result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v16.enums import RegistrationStatus
-from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as result201
-from ocpp.v201.enums import Action as Action201
-from ocpp.v201.enums import RegistrationStatusEnumType
-from websockets.asyncio.server import serve
-from websockets.exceptions import ConnectionClosed
-
 from ..ctl import EXIT_USAGE, UsageParser, seconds
 from ..messages import format_rfc3339
 from . import OCPP_16, OCPP_201
+from .cli import EXTRA_MODULES, NEEDS_EXTRA
 
+try:
+    import ocpp.v16
+    import ocpp.v201
+    from ocpp.messages import MessageType, unpack
+    from ocpp.routing import after, on
+    from ocpp.v16 import call as call16
+    from ocpp.v16 import call_result as result16
+    from ocpp.v16.enums import Action as Action16
+    from ocpp.v16.enums import RegistrationStatus
+    from ocpp.v201 import call as call201
+    from ocpp.v201 import call_result as result201
+    from ocpp.v201.enums import Action as Action201
+    from ocpp.v201.enums import RegistrationStatusEnumType
+    from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
+except ModuleNotFoundError as missing:   # one line for an operator, as reservation-ocpp
+    if __name__ != "__main__" or (missing.name or "").partition(".")[0] not in EXTRA_MODULES:
+        raise
+    print(NEEDS_EXTRA, file=sys.stderr)
+    raise SystemExit(EXIT_USAGE) from None
+
+PROG = "python -m protocol.ocpp.csms"
 RESERVATION_ID = 1
 DEMO_TOKEN = "DEMO"
 ANY_EVSE = 0
@@ -154,13 +162,24 @@ class Demo16(_Demo, ocpp.v16.ChargePoint):
 DEMOS = {"ocpp2.0.1": Demo201, "ocpp1.6": Demo16}
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = UsageParser(prog="python -m protocol.ocpp.csms",
+    parser = UsageParser(prog=PROG,
                          description="A demo CSMS that accepts OCPP 2.0.1 and 1.6 stations and "
                                      "prints what they send, one line per message.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on "
                                                             "(default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=9000,
+    parser.add_argument("--port", type=port, default=9000,
                         help="port to listen on (default 9000; 0: any free one)")
     parser.add_argument("--heartbeat", type=int, default=300, metavar="SECONDS",
                         help="the heartbeat interval given in BootNotification's answer "
@@ -205,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run(args))
     except OSError as exc:   # the port in use, an address not of this host
-        print(f"protocol.ocpp.csms: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+        print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_USAGE
     return 0
