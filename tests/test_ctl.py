@@ -16,7 +16,7 @@ from bench.procs import free_port
 from protocol import ctl
 
 from .conftest import endpoints_for, start_actor
-from .test_security import friend, pki, secure_actor   # noqa: F401 (fixtures)
+from .test_security import pki, secure_actor   # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 CTL = Path(sys.executable).with_name("reservation-ctl")

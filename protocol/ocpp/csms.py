@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ..ctl import EXIT_USAGE, UsageParser, seconds
-from ..messages import format_rfc3339
+from ..rfc3339 import format_rfc3339
 from . import OCPP_16, OCPP_201
 from .cli import EXTRA_MODULES, NEEDS_EXTRA
 
