@@ -16,4 +16,7 @@ Needs the `ocpp` extra (`pip install 'reservation-actor[ocpp]'`).
 # before it imports the `ocpp` library, which takes a second.
 OCPP_201 = "2.0.1"
 OCPP_16 = "1.6"
+# What BootNotification says the station is unless the operator says otherwise.
+DEFAULT_VENDOR = "reservation-actor"
+DEFAULT_MODEL = "reservation-ocpp"
 DEFAULT_ACTOR_TIMEOUT = 3.0   # seconds; well inside the 30 s or so a CSMS waits for an answer

@@ -21,7 +21,7 @@ import zmq
 from ..ctl import EXIT_USAGE, UsageParser, seconds
 from ..version import add_version_option, installed_version
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
-from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
+from . import DEFAULT_ACTOR_TIMEOUT, DEFAULT_MODEL, DEFAULT_VENDOR, OCPP_16, OCPP_201
 
 NEEDS_EXTRA = "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'"
 EXTRA_MODULES = frozenset({"ocpp", "websockets"})
@@ -69,11 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ca-file", metavar="F",
                         help="CA certificates that sign the CSMS's TLS certificate (wss://)")
     parser.add_argument("--vendor", type=_at_most(IDENTITY_OPTIONS["vendor"]),
-                        default="reservation-actor",
-                        help="BootNotification's vendor name (default reservation-actor)")
+                        default=DEFAULT_VENDOR,
+                        help=f"BootNotification's vendor name (default {DEFAULT_VENDOR})")
     parser.add_argument("--model", type=_at_most(IDENTITY_OPTIONS["model"]),
-                        default="reservation-ocpp",
-                        help="BootNotification's model (default reservation-ocpp)")
+                        default=DEFAULT_MODEL,
+                        help=f"BootNotification's model (default {DEFAULT_MODEL})")
     parser.add_argument("--serial-number", type=_at_most(IDENTITY_OPTIONS["serial_number"]),
                         help="BootNotification's serial number (default none)")
     parser.add_argument("--firmware-version", type=_at_most(IDENTITY_OPTIONS["firmware_version"]),

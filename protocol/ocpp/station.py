@@ -29,7 +29,7 @@ from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from . import OCPP_16, OCPP_201, v16, v201
+from . import DEFAULT_MODEL, DEFAULT_VENDOR, OCPP_16, OCPP_201, v16, v201
 from .bridge import LOG, ReservationBridge
 
 FIRST_RETRY, LAST_RETRY = 1.0, 30.0
@@ -74,8 +74,8 @@ VERSIONS = {
 @dataclass(frozen=True)
 class Identity:
     """What BootNotification says the station is; CSMSs filter stations on it."""
-    vendor: str = "reservation-actor"
-    model: str = "reservation-ocpp"
+    vendor: str = DEFAULT_VENDOR
+    model: str = DEFAULT_MODEL
     serial_number: str | None = None
     firmware_version: str | None = None
 
