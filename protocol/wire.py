@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 import re
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from .rfc3339 import format_rfc3339
 from .vocabulary import Command, ErrorCode
 
 DEFAULT_COMMAND_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -206,6 +208,13 @@ class Commands:
         raise NotImplementedError
 
     def reserve_now(self, **request: Any) -> str:
+        """`expiry_time` is RFC 3339 text or an aware datetime."""
+        expiry = request.get("expiry_time")
+        if isinstance(expiry, datetime):
+            if expiry.utcoffset() is None:
+                raise ValueError(f"expiry_time {expiry.isoformat()} has no time zone; an expiry "
+                                 "is an absolute instant: give tzinfo (e.g. timezone.utc)")
+            request["expiry_time"] = format_rfc3339(expiry.timestamp())
         return self.call(Command.RESERVE_NOW, {"request": request})
 
     def cancel_reservation(self, reservation_id: int) -> bool:

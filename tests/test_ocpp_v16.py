@@ -143,4 +143,4 @@ def test_get_configuration(setup):
     assert response.unknown_key == ["Colour"]
     everything = setup.csms.call(call.GetConfiguration())
     assert {k["key"] for k in everything.configuration_key} == {
-        "ReserveConnectorZeroSupported", "SupportedFeatureProfiles"}
+        "HeartbeatInterval", "ReserveConnectorZeroSupported", "SupportedFeatureProfiles"}

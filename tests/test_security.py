@@ -219,7 +219,7 @@ def test_reservation_ctl_with_keys(secure_actor, pki):
     assert (done.returncode, done.stdout.strip()) == (0, '"Accepted"'), done.stderr
     done = ctl(endpoint, "--server-key", pki["server_key"], "--client-key", pki["stranger_key"],
                "reserve", "--id", "6", "--token", "EVE", "--evse", "1", timeout=NOTHING_WITHIN)
-    assert done.returncode == 2 and "no reply" in done.stderr
+    assert done.returncode == 4 and "refused this client's CURVE key" in done.stderr
     with friend(pki, endpoint) as client:
         assert [r["reservation_id"] for r in client.get_state()["reservations"]] == [5]
 

@@ -7,6 +7,7 @@
     v16       ReservationHandlers for ocpp.v16.ChargePoint
     station   the runnable charge point: connect, boot, serve, reconnect
     cli       the console script
+    csms      a demo CSMS to try the bridge with (python -m protocol.ocpp.csms)
 
 Needs the `ocpp` extra (`pip install 'reservation-actor[ocpp]'`).
 """
@@ -15,4 +16,7 @@ Needs the `ocpp` extra (`pip install 'reservation-actor[ocpp]'`).
 # before it imports the `ocpp` library, which takes a second.
 OCPP_201 = "2.0.1"
 OCPP_16 = "1.6"
+# What BootNotification says the station is unless the operator says otherwise.
+DEFAULT_VENDOR = "reservation-actor"
+DEFAULT_MODEL = "reservation-ocpp"
 DEFAULT_ACTOR_TIMEOUT = 3.0   # seconds; well inside the 30 s or so a CSMS waits for an answer

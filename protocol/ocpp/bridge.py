@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, TypeVar
 
 from ocpp.exceptions import InternalError, OCPPError
 from ocpp.messages import MessageType, unpack
@@ -30,16 +30,27 @@ from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 from . import DEFAULT_ACTOR_TIMEOUT
 
 LOG = logging.getLogger("reservation-ocpp")
+T = TypeVar("T")
 
 _REPORTED_ENDS = frozenset({ReservationUpdateStatus.EXPIRED, ReservationUpdateStatus.REMOVED})
 
 
-def service_unavailable(timeout: float) -> InternalError:
-    # The actor refuses the request from its deadline on (AsyncClient waits that
-    # long), so the CSMS may take this as "not done" and retry.
-    return InternalError(description=f"reservation service unavailable: the reservation actor "
+class ServiceUnavailable(InternalError):
+    """The CallError a CSMS gets while the actor does not answer. The actor
+    refuses the request from its deadline on (AsyncClient waits that long), so
+    the CSMS may take this as "not done" and retry."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(description=f"reservation service unavailable: the reservation actor "
                                      f"did not answer within {timeout:g} s and refuses the "
                                      "request from now on; retry it")
+
+
+def without_unavailable_tracebacks(record: logging.LogRecord) -> bool:
+    """A filter for the `ocpp` library's logger, which logs a traceback for
+    every exception a handler raises: the bridge already logged one line for
+    ServiceUnavailable, and its traceback would tell nothing more."""
+    return not (record.exc_info and isinstance(record.exc_info[1], ServiceUnavailable))
 
 
 class ReservationBridge:
@@ -56,6 +67,29 @@ class ReservationBridge:
         # The ends `follow` found, oldest first, each kept until a CSMS answered
         # its report: a connection lost before that does not lose it.
         self.unconfirmed_ends: list[tuple[int, ReservationUpdateStatus]] = []
+        self._failed_calls = 0   # actor calls that got no answer since the last that did
+
+    async def _ask(self, what: str, call: Awaitable[T]) -> T:
+        """`call`'s result; ServiceUnavailable, after one WARNING line, when
+        the actor does not answer. The first answer after failures is logged
+        with their count, so the log shows an outage's start and end."""
+        try:
+            result = await call
+        except TimeoutError:
+            self._failed_calls += 1
+            LOG.warning("reservation actor did not answer %s within %g s; the CSMS is told the "
+                        "service is unavailable", what, self.timeout)
+            raise ServiceUnavailable(self.timeout) from None
+        except CommandFailed:   # an error reply is an answer too
+            self._answered()
+            raise
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        if self._failed_calls:
+            LOG.info("reservation actor reachable again after %d failed calls", self._failed_calls)
+            self._failed_calls = 0
 
     def close(self) -> None:
         self.client.close()
@@ -71,9 +105,8 @@ class ReservationBridge:
         """The actor's result; Rejected with the actor's error reply when it
         refused the request itself (an invalid argument, a store failure)."""
         try:
-            result = ReservationResult(await self.client.reserve_now(**request))
-        except TimeoutError:
-            raise service_unavailable(self.timeout) from None
+            result = ReservationResult(await self._ask(
+                f"reserve_now {request.get('reservation_id')}", self.client.reserve_now(**request)))
         except CommandFailed as failed:
             LOG.warning("reserve_now %s refused: %s", request.get("reservation_id"), failed)
             return ReservationResult.REJECTED, failed
@@ -82,20 +115,15 @@ class ReservationBridge:
         return result, None
 
     async def cancel_reservation(self, reservation_id: int) -> bool:
-        try:
-            cancelled = await self.client.cancel_reservation(reservation_id)
-        except TimeoutError:
-            raise service_unavailable(self.timeout) from None
+        cancelled = await self._ask(f"cancel_reservation {reservation_id}",
+                                    self.client.cancel_reservation(reservation_id))
         if cancelled:
             self._cancelled.add(reservation_id)
         return cancelled
 
     async def snapshot(self) -> dict[str, Any]:
         """A fresh get_state, for the configuration questions."""
-        try:
-            return await self.client.get_state()
-        except TimeoutError:
-            raise service_unavailable(self.timeout) from None
+        return await self._ask("get_state", self.client.get_state())
 
     async def station(self) -> dict[str, Any]:
         """The mirrored state (fresh when there is none yet)."""
@@ -147,6 +175,8 @@ class ReportingMixin:
     # The status of this connection's last BootNotification answer; None before one.
     registration: str | None = None
     _boot_id: str | None = None   # the unique id of the BootNotification awaiting its answer
+    # The heartbeat interval the CSMS gave when it accepted this connection's boot.
+    heartbeat_interval: int | None = None
 
     def __init__(self, *args: Any, reservation_bridge: ReservationBridge, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -12,40 +12,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import ssl
 import sys
 
 import zmq
 
-from ..version import add_version_option
+from ..ctl import EXIT_USAGE, UsageParser, seconds
+from ..version import add_version_option, installed_version
 from ..wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
-from . import DEFAULT_ACTOR_TIMEOUT, OCPP_16, OCPP_201
+from . import DEFAULT_ACTOR_TIMEOUT, DEFAULT_MODEL, DEFAULT_VENDOR, OCPP_16, OCPP_201
 
-EXIT_USAGE = 2
 NEEDS_EXTRA = "reservation-ocpp needs the ocpp extra: pip install 'reservation-actor[ocpp]'"
-_EXTRA_MODULES = frozenset({"ocpp", "websockets"})
+EXTRA_MODULES = frozenset({"ocpp", "websockets"})
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        # An operator mistake is one line; --help shows the usage.
-        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+# What BootNotification says the station is (station.Identity), and OCPP's
+# longest value for each (the smaller of 2.0.1's and 1.6's). Checked here, as
+# a CSMS would refuse every boot with a longer one.
+IDENTITY_OPTIONS = {"vendor": 20, "model": 20, "serial_number": 25, "firmware_version": 50}
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:   # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected seconds, more than 0 and finite, got {text!r}")
-    return value
+def _at_most(limit: int):
+    def text(value: str) -> str:
+        if not 0 < len(value) <= limit:
+            raise argparse.ArgumentTypeError(f"expected 1 to {limit} characters (OCPP's limit), "
+                                             f"got {len(value)}")
+        return value
+    return text
+
+
+def _firmware_version() -> str:
+    installed = installed_version()
+    return installed if len(installed) <= IDENTITY_OPTIONS["firmware_version"] else "unknown"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(
+    parser = UsageParser(
         prog="reservation-ocpp",
         description="Connect to a CSMS as an OCPP charge point whose reservations "
                     "(ReserveNow, CancelReservation) the reservation actor decides.")
@@ -65,7 +68,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HTTP Basic auth password for the CSMS (security profile 1)")
     parser.add_argument("--ca-file", metavar="F",
                         help="CA certificates that sign the CSMS's TLS certificate (wss://)")
-    parser.add_argument("--actor-timeout", type=_seconds, default=DEFAULT_ACTOR_TIMEOUT,
+    parser.add_argument("--vendor", type=_at_most(IDENTITY_OPTIONS["vendor"]),
+                        default=DEFAULT_VENDOR,
+                        help=f"BootNotification's vendor name (default {DEFAULT_VENDOR})")
+    parser.add_argument("--model", type=_at_most(IDENTITY_OPTIONS["model"]),
+                        default=DEFAULT_MODEL,
+                        help=f"BootNotification's model (default {DEFAULT_MODEL})")
+    parser.add_argument("--serial-number", type=_at_most(IDENTITY_OPTIONS["serial_number"]),
+                        help="BootNotification's serial number (default none)")
+    parser.add_argument("--firmware-version", type=_at_most(IDENTITY_OPTIONS["firmware_version"]),
+                        default=_firmware_version(),
+                        help="BootNotification's firmware version (default this package's "
+                             "version)")
+    parser.add_argument("--actor-timeout", type=seconds, default=DEFAULT_ACTOR_TIMEOUT,
                         metavar="S",
                         help=f"seconds to wait for the actor (default {DEFAULT_ACTOR_TIMEOUT:g})")
     parser.add_argument("--log-level", default="INFO",
@@ -103,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         from websockets.exceptions import InvalidURI
         from websockets.uri import parse_uri
 
-        from .bridge import ReservationBridge
-        from .station import CsmsSettings
+        from .bridge import ReservationBridge, without_unavailable_tracebacks
+        from .station import CsmsSettings, Identity
     except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] not in _EXTRA_MODULES:
+        if (exc.name or "").partition(".")[0] not in EXTRA_MODULES:
             raise
         print(NEEDS_EXTRA, file=sys.stderr)
         return EXIT_USAGE
@@ -116,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     # The library logs every OCPP message at INFO; keep that for DEBUG.
     logging.getLogger("ocpp").setLevel(logging.DEBUG if args.log_level == "DEBUG"
                                        else logging.WARNING)
+    logging.getLogger("ocpp").addFilter(without_unavailable_tracebacks)
     try:
         password = read_password(args.password_file) if args.password_file else None
         tls = ca_context(args.ca_file) if args.ca_file else None
-        settings = CsmsSettings(args.csms, args.station_id, args.ocpp, password, tls)
+        identity = Identity(args.vendor, args.model, args.serial_number, args.firmware_version)
+        settings = CsmsSettings(args.csms, args.station_id, args.ocpp, password, tls, identity)
         parse_uri(settings.address())
         bridge = ReservationBridge(args.endpoint, args.update_endpoint, timeout=args.actor_timeout,
                                    server_key=args.server_key, client_key=args.client_key)

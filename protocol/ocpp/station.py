@@ -27,13 +27,11 @@ from ocpp.v16.enums import RegistrationStatus
 from ocpp.v201 import call as call201
 from ocpp.v201.enums import BootReasonEnumType, RegistrationStatusEnumType
 from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
-from . import OCPP_16, OCPP_201, v16, v201
+from . import DEFAULT_MODEL, DEFAULT_VENDOR, OCPP_16, OCPP_201, v16, v201
 from .bridge import LOG, ReservationBridge
 
-VENDOR = "reservation-actor"
-MODEL = "reservation-ocpp"
 FIRST_RETRY, LAST_RETRY = 1.0, 30.0
 BOOT_RETRY = 10.0   # when a CSMS that did not accept the boot gives no interval
 
@@ -50,7 +48,7 @@ class Station16(v16.ReservationHandlers, ocpp.v16.ChargePoint):
 class Version:
     subprotocol: str
     charge_point: type
-    boot: Callable[[], Any]
+    boot: Callable[["Identity"], Any]
     heartbeat: Callable[[], Any]
     accepted: str   # the boot's registration status that lets the station go on
 
@@ -58,14 +56,28 @@ class Version:
 VERSIONS = {
     OCPP_201: Version(
         "ocpp2.0.1", Station201,
-        lambda: call201.BootNotification(charging_station={"vendor_name": VENDOR, "model": MODEL},
-                                         reason=BootReasonEnumType.power_up),
+        lambda who: call201.BootNotification(
+            charging_station={"vendor_name": who.vendor, "model": who.model,
+                              "serial_number": who.serial_number,
+                              "firmware_version": who.firmware_version},
+            reason=BootReasonEnumType.power_up),
         call201.Heartbeat, RegistrationStatusEnumType.accepted),
     OCPP_16: Version(
         "ocpp1.6", Station16,
-        lambda: call16.BootNotification(charge_point_vendor=VENDOR, charge_point_model=MODEL),
+        lambda who: call16.BootNotification(
+            charge_point_vendor=who.vendor, charge_point_model=who.model,
+            charge_point_serial_number=who.serial_number, firmware_version=who.firmware_version),
         call16.Heartbeat, RegistrationStatus.accepted),
 }
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What BootNotification says the station is; CSMSs filter stations on it."""
+    vendor: str = DEFAULT_VENDOR
+    model: str = DEFAULT_MODEL
+    serial_number: str | None = None
+    firmware_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class CsmsSettings:
     password: str | None = None   # OCPP security profile 1: HTTP Basic, user = station id
     # Profile 2: what the CSMS's certificate is checked against (wss://; None: the system's CAs).
     tls: ssl.SSLContext | None = None
+    identity: Identity = Identity()
 
     def address(self) -> str:
         return f"{self.url.rstrip('/')}/{quote(self.station_id, safe='')}"
@@ -99,6 +112,24 @@ class Backoff:
         self._next = self.first
 
 
+class SubprotocolRefused(ConnectionError):
+    """The CSMS answered the websocket handshake without our subprotocol."""
+
+
+def wrong_version_hint(settings: CsmsSettings, exc: Exception) -> str | None:
+    """What to tell an operator whose CSMS refused the subprotocol: most often
+    a 1.6 CSMS reached without --ocpp 1.6, or the reverse."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code == 400:
+        how = "HTTP 400"
+    elif isinstance(exc, SubprotocolRefused):
+        how = "no subprotocol in its answer"
+    else:
+        return None
+    other = OCPP_16 if settings.version == OCPP_201 else OCPP_201
+    return (f"the CSMS did not accept OCPP {settings.version} ({how}): is it a {other} CSMS? "
+            f"try --ocpp {other}")
+
+
 def auth_headers(settings: CsmsSettings) -> dict[str, str]:
     if settings.password is None:
         return {}
@@ -110,19 +141,25 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
     """Forever: connect, boot, serve, and reconnect after the connection ends."""
     version = VERSIONS[settings.version]
     backoff = Backoff()
+    hinted = False   # the wrong-version hint is logged once per streak of such refusals
     while True:
         try:
             async with connect(settings.address(), subprotocols=[version.subprotocol],
                                additional_headers=auth_headers(settings),
                                ssl=settings.tls, open_timeout=10) as websocket:
                 if websocket.subprotocol != version.subprotocol:
-                    raise ConnectionError(f"the CSMS did not accept subprotocol "
-                                          f"{version.subprotocol}")
+                    raise SubprotocolRefused(f"the CSMS did not accept subprotocol "
+                                             f"{version.subprotocol}")
+                hinted = False
                 LOG.info("connected to %s (%s)", settings.address(), version.subprotocol)
                 station = version.charge_point(settings.station_id, websocket,
                                                reservation_bridge=bridge)
-                await serve(station, version, backoff)
+                await serve(station, version, backoff, settings.identity)
         except (OSError, WebSocketException) as exc:   # TimeoutError is an OSError
+            hint = wrong_version_hint(settings, exc)
+            if hint is not None and not hinted:
+                LOG.error("%s", hint)
+            hinted = hinted or hint is not None
             LOG.warning("CSMS connection to %s ended: %s", settings.address(),
                         str(exc) or type(exc).__name__)
         except Exception:   # a bug of ours: logged, and the station carries on
@@ -132,11 +169,11 @@ async def run_station(settings: CsmsSettings, bridge: ReservationBridge) -> None
         await asyncio.sleep(delay)
 
 
-async def serve(station: Any, version: Version, backoff: Backoff) -> None:
+async def serve(station: Any, version: Version, backoff: Backoff, identity: Identity) -> None:
     """Until the connection ends, raising what ended it; an accepted boot
     resets `backoff`."""
     reader = asyncio.create_task(station.start())
-    work = asyncio.create_task(_session(station, version, backoff))
+    work = asyncio.create_task(_session(station, version, backoff, identity))
     try:
         done, _ = await asyncio.wait({reader, work}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -147,21 +184,22 @@ async def serve(station: Any, version: Version, backoff: Backoff) -> None:
         await asyncio.gather(reader, work, return_exceptions=True)
 
 
-async def _session(station: Any, version: Version, backoff: Backoff) -> None:
-    interval = await _boot(station, version)
+async def _session(station: Any, version: Version, backoff: Backoff, identity: Identity) -> None:
+    interval = await _boot(station, version, identity)
     backoff.reset()
     await asyncio.gather(station.report_reservations(), _heartbeat(station, version, interval))
 
 
-async def _boot(station: Any, version: Version) -> int:
+async def _boot(station: Any, version: Version, identity: Identity) -> int:
     while True:
         try:
-            response = await station.call(version.boot())
+            response = await station.call(version.boot(identity))
         except (TimeoutError, OCPPError) as exc:
             LOG.warning("BootNotification got no valid answer: %s", exc)
             response = None
         if response is not None and response.status == version.accepted:
             LOG.info("boot accepted; heartbeat every %s s", response.interval)
+            station.heartbeat_interval = response.interval
             return response.interval
         wait = response.interval if response is not None and response.interval > 0 else BOOT_RETRY
         LOG.warning("boot not accepted (%s); trying again in %s s",

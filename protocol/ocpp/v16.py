@@ -27,7 +27,7 @@ from ocpp.messages import Call
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import KeyValue
-from ocpp.v16.enums import Action, RegistrationStatus, ReservationStatus
+from ocpp.v16.enums import Action, ConfigurationKey, RegistrationStatus, ReservationStatus
 
 from ..vocabulary import ReservationUpdateStatus
 from .bridge import LOG, ReportingMixin, now_rfc3339
@@ -76,14 +76,18 @@ class ReservationHandlers(ReportingMixin):
     @on(Action.get_configuration)
     async def on_get_configuration(self, key: list[str] | None = None,
                                    **_: Any) -> call_result.GetConfiguration:
-        wanted = list(CONFIGURATION_16) if not key else key
-        known = [name for name in wanted if name in CONFIGURATION_16]
-        state = await self.reservation_bridge.snapshot() if known else None
+        # The heartbeat interval is the station's own; no value before an accepted boot.
+        answers = {ConfigurationKey.heartbeat_interval: lambda state: (
+            None if self.heartbeat_interval is None else str(self.heartbeat_interval)),
+            **CONFIGURATION_16}
+        wanted = list(answers) if not key else key
+        known = [name for name in wanted if name in answers]
+        asks_actor = any(name in CONFIGURATION_16 for name in known)
+        state = await self.reservation_bridge.snapshot() if asks_actor else None
         return call_result.GetConfiguration(
-            configuration_key=[
-                KeyValue(key=name, readonly=True, value=CONFIGURATION_16[name](state))
-                for name in known] or None,
-            unknown_key=[name for name in wanted if name not in CONFIGURATION_16] or None)
+            configuration_key=[KeyValue(key=name, readonly=True, value=answers[name](state))
+                               for name in known] or None,
+            unknown_key=[name for name in wanted if name not in answers] or None)
 
     # -- what the report task sends -------------------------------------------------------
 
