@@ -14,15 +14,14 @@ order (oldest first, which is the order re-checks keep them in), and the timer
 wheel that ends them at their expiry_time. Everything else is derived, and kept up to date
 as it changes rather than recomputed: the index of free EVSEs by signature
 (the types of their Available connectors), the per-type count of
-non-EVSE-specific reservations, and what each EVSE shows as reserved.
+non-EVSE-specific reservations, the token index (actor.tokens), and what each
+EVSE shows as reserved (actor.reserved_view). The station model and its index
+of free EVSEs live in actor.station: this module holds the rules.
 
-A reservation is active from Placed until a ReservationEndReason ends it; it never comes back. Where a rule changes what an EVSE shows as reserved,
-`_publish_reserved` compares with what was last published, so `evse_reserved`
-goes out only on change. Which EVSEs are held back for non-EVSE-specific
-reservations is decided per signature (all free EVSEs of a signature are
-held, or none), so it compares only the EVSEs touched since the last publish
-and those of the signatures whose held status flipped: a decision costs what
-the station's distinct signatures cost, the same on 10 EVSEs as on 10,000.
+A reservation is active from Placed until a ReservationEndReason ends it; it
+never comes back. Where a rule changes what an EVSE shows as reserved,
+`_publish_reserved` publishes what the view reports as changed, so
+`evse_reserved` goes out only on change.
 """
 
 from __future__ import annotations
@@ -43,7 +42,10 @@ from protocol.vocabulary import (
 )
 
 from .connector import IN_USE, next_state
-from .guarantee import can_use, guarantee_holds, types_match
+from .guarantee import guarantee_holds, holds_with_one_more, types_match
+from .reserved_view import ReservedView
+from .station import Evse, Station, car_type
+from .tokens import TokenIndex, token_matches
 from .wheel import TimerWheel
 
 # What a connector state answers when it is why a reservation cannot be made,
@@ -59,16 +61,6 @@ _REFUSAL = {
     State.FAULTED_OCCUPIED: (2, Result.FAULTED),
     State.OCCUPIED: (3, Result.OCCUPIED),
 }
-
-
-class _HeldForNonSpecific:
-    """What an EVSE held back for non-EVSE-specific reservations shows. Not an
-    int: a client may give a reservation any int32 id, -1 included, so no id
-    can also mean "held"."""
-
-
-HELD_FOR_NON_SPECIFIC = _HeldForNonSpecific()
-Shown = int | _HeldForNonSpecific | None   # an EVSE's specific reservation id, held, or neither
 
 
 @dataclass
@@ -93,68 +85,6 @@ class Outcome:
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-class Connector:
-    __slots__ = ("id", "type", "state")
-
-    def __init__(self, connector_id: int, connector_type: ConnectorType,
-                 state: State = State.AVAILABLE) -> None:
-        self.id = connector_id
-        self.type = connector_type
-        self.state = state
-
-
-class Evse:
-    __slots__ = ("id", "connectors", "plugged_in", "reservation", "free_signature")
-
-    def __init__(self, evse_id: int, connectors: Iterable[tuple[int, ConnectorType]]) -> None:
-        self.id = evse_id
-        self.connectors = {cid: Connector(cid, ctype) for cid, ctype in connectors}
-        self.plugged_in = False
-        self.reservation: Reservation | None = None   # its EVSE-specific reservation
-        self.free_signature: frozenset[ConnectorType] | None = None   # its index bucket; None: not free
-
-    def car_on_connector(self) -> bool:
-        return any(c.state in IN_USE for c in self.connectors.values())
-
-    def in_use(self) -> bool:
-        return self.plugged_in or self.car_on_connector()
-
-    def is_free(self, *, plug_counts: bool = True) -> bool:
-        return (self.reservation is None and not (plug_counts and self.plugged_in)
-                and not self.car_on_connector())
-
-    def signature(self) -> frozenset[ConnectorType]:
-        """The car types' view of this EVSE: the types of its Available connectors."""
-        return frozenset(c.type for c in self.connectors.values() if c.state == State.AVAILABLE)
-
-
-def car_type(reservation: Reservation) -> ConnectorType:
-    return reservation.connector_type or ConnectorType.Unknown
-
-
-def token_matches(reservation: Reservation, id_token: str, parent_token: str | None) -> bool:
-    """EVerest's matches_reserved_identifier: same token, or same parent (group)
-    token on both sides; tokens are case-insensitive (CiString)."""
-    if reservation.id_token.casefold() == id_token.casefold():
-        return True
-    return (parent_token is not None and reservation.parent_id_token is not None
-            and reservation.parent_id_token.casefold() == parent_token.casefold())
-
-
-def _evse_state(evse: Evse) -> dict[str, Any]:
-    return {"plugged_in": evse.plugged_in,
-            "connectors": [{"id": c.id, "type": c.type, "state": c.state}
-                           for c in evse.connectors.values()]}
-
-
-def _reserved_fields(shown: Shown) -> dict[str, Any]:
-    """How evse_reserved and get_state's evses say what an EVSE shows: the two
-    reasons to be reserved each in a field of its own."""
-    held = shown is HELD_FOR_NON_SPECIFIC
-    return {"reserved": shown is not None, "reservation_id": None if held else shown,
-            "held_for_non_evse_specific": held}
-
-
 def _strongest(states: Iterable[State]) -> Result:
     return max((_REFUSAL[s] for s in states if s in _REFUSAL), default=(3, Result.OCCUPIED))[1]
 
@@ -170,25 +100,14 @@ class ReservationCore:
         self.record_changes = record_changes
         self.non_evse_specific = non_evse_specific
         self.seq = seq
-        self._evses = {evse_id: Evse(evse_id, connectors) for evse_id, connectors in evses}
-        self._station_types = {c.type for e in self._evses.values() for c in e.connectors.values()}
+        self._station = Station(evses)
+        self._evses = self._station.evses
+        self._free = self._station.free
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[ConnectorType] = Counter()
         self._non_specific_count = 0   # their sum: without any, no decision needs the guarantee
-        # Non-EVSE-specific reservations by casefolded id_token and by casefolded
-        # parent_id_token, each bucket in placement order (reservation id -> placement
-        # number): use and exists by token look up, where a scan of thousands of
-        # reservations per request held up everything else.
-        self._by_token: dict[str, dict[int, int]] = {}
-        self._by_parent: dict[str, dict[int, int]] = {}
-        self._placements = 0
-        # Free EVSEs by signature, and their count (what the guarantee reads).
-        self._free_ids: dict[frozenset[ConnectorType], set[int]] = {}
-        self._free: Counter[frozenset[ConnectorType]] = Counter()
-        self._held_signatures: frozenset[frozenset[ConnectorType]] = frozenset()
-        self._position = {evse_id: n for n, evse_id in enumerate(self._evses)}
-        self._reset_shown({evse_id: None for evse_id in self._evses})
-        self._index_all()
+        self._tokens = TokenIndex()
+        self._view = ReservedView(self._station)
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         self._expired_at = -math.inf
@@ -208,13 +127,6 @@ class ReservationCore:
             GetState: self._get_state,
             Ping: lambda command, now, updates: "pong",
         }
-
-    def _reset_shown(self, shown: dict[int, Shown]) -> None:
-        """Take `shown` as what evse_reserved last published per EVSE. Nothing
-        is known about what changed since, so the next _publish_reserved
-        compares every EVSE (`_touched` None) instead of the touched ones."""
-        self._shown = shown
-        self._touched: set[int] | None = None
 
     # -- entry points ------------------------------------------------------------
 
@@ -273,7 +185,7 @@ class ReservationCore:
             for connector_id, state in states.items():
                 if connector_id in evse.connectors:
                     evse.connectors[connector_id].state = state
-        self._index_all()
+        self._station.index_all()
         updates: list[tuple[str, dict[str, Any]]] = []
         ended = []
         for reservation in stored.reservations:
@@ -290,7 +202,7 @@ class ReservationCore:
                                  else Status.REMOVED, updates)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
-        self._reset_shown(self._reserved_view())
+        self._view.reset(self._view.current(self._non_specific_types, self._non_specific_count))
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
             self._end(reservation, End.EXPIRED, updates)
         # The guarantee under the loaded connector states. Plug flags do not count:
@@ -340,14 +252,13 @@ class ReservationCore:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
             order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
-            buckets = [(index, key, index[key].copy()) for index, key in self._token_keys(old)]
+            buckets = self._tokens.save(old)
             self._unlink(old)
             result = self._decide(new, now)
             if result != Result.ACCEPTED:
                 self._link(old)
                 self._reservations, self._dirty_reservations = order, dirty
-                for index, key, bucket in buckets:
-                    index[key] = bucket
+                self._tokens.put_back(buckets)
         if result == Result.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
@@ -372,7 +283,7 @@ class ReservationCore:
             if command.group_id_token is None and held.parent_id_token is not None:
                 return Check.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
             return Check.RESERVED_FOR_OTHER_TOKEN
-        if self._matching_non_specific(command.id_token, command.group_id_token) is not None:
+        if self._oldest_non_specific_match(command.id_token, command.group_id_token) is not None:
             return Check.RESERVED_FOR_TOKEN
         return Check.NOT_RESERVED
 
@@ -383,7 +294,7 @@ class ReservationCore:
             held = evse.reservation
             match = held if token_matches(held, command.id_token, command.parent_id_token) else None
         else:
-            match = self._matching_non_specific(command.id_token, command.parent_id_token)
+            match = self._oldest_non_specific_match(command.id_token, command.parent_id_token)
         if match is None:
             return None
         self._end(match, End.USED_TO_START_CHARGING, updates)
@@ -391,7 +302,7 @@ class ReservationCore:
         return match.reservation_id
 
     def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> State:
-        evse = self._evse(command.evse_id)
+        evse = self._station.evse(command.evse_id)
         connector = evse.connectors.get(command.connector_id)
         if connector is None:
             raise invalid(f"args.connector_id: EVSE {evse.id} has no connector "
@@ -409,7 +320,7 @@ class ReservationCore:
         return connector.state
 
     def _plug_event(self, command: PlugEvent, now: float, updates: list) -> None:
-        evse = self._evse(command.evse_id)
+        evse = self._station.evse(command.evse_id)
         # No re-check here: plugging in is how the reserved car itself arrives,
         # before it identifies and uses its reservation.
         if evse.plugged_in != command.plugged_in:
@@ -422,7 +333,7 @@ class ReservationCore:
         if evse is None or evse.reservation is not None:
             return False
         return not self._non_specific_count or guarantee_holds(self._non_specific_types,
-                                                               self._free_without(evse))
+                                                               self._station.free_without(evse))
 
     def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
         return {
@@ -430,7 +341,7 @@ class ReservationCore:
             "reservations_enabled": self.reservations_enabled,
             "non_evse_specific": self.non_evse_specific,
             "reservations": list(self._reservations.values()),
-            "evses": [{"id": evse.id, **_evse_state(evse), **_reserved_fields(self._shown[evse.id])}
+            "evses": [{"id": evse.id, **evse.state_fields(), **self._view.fields(evse.id)}
                       for evse in self._evses.values()],
         }
 
@@ -465,14 +376,14 @@ class ReservationCore:
         if all(c.state != State.AVAILABLE for c in fitting):
             return _strongest(c.state for c in fitting)
         if self._non_specific_count and not guarantee_holds(self._non_specific_types,
-                                                            self._free_without(evse)):
+                                                            self._station.free_without(evse)):
             return Result.OCCUPIED
         return Result.ACCEPTED
 
     def _decide_non_specific(self, wanted: ConnectorType) -> Result:
-        if not self._station_has(wanted):
+        if not self._station.has(wanted):
             return Result.REJECTED
-        if guarantee_holds(self._with_one_more(wanted), self._free):
+        if holds_with_one_more(self._non_specific_types, wanted, self._free):
             return Result.ACCEPTED
         if self._reservations or any(e.plugged_in for e in self._evses.values()):
             return Result.OCCUPIED
@@ -494,59 +405,9 @@ class ReservationCore:
                 kept[car_type(reservation)] -= 1
                 self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
 
-    # -- what EVSEs show as reserved ---------------------------------------------------------
-
-    def _reserved_view(self) -> dict[int, Shown]:
-        """Per EVSE: its specific reservation's id, HELD_FOR_NON_SPECIFIC when it is
-        held back for non-EVSE-specific reservations, else None."""
-        held = self._held_signatures = self._signatures_held()
-        return {evse.id: self._shown_by(evse, held) for evse in self._evses.values()}
-
-    @staticmethod
-    def _shown_by(evse: Evse, held: frozenset[frozenset[ConnectorType]]) -> Shown:
-        if evse.reservation is not None:
-            return evse.reservation.reservation_id
-        return HELD_FOR_NON_SPECIFIC if evse.free_signature in held else None
-
-    def _signatures_held(self) -> frozenset[frozenset[ConnectorType]]:
-        """The signatures whose free EVSEs are held back for non-EVSE-specific
-        reservations (EVerest's check_number_global_reservations_match_number_available_evses):
-        all usable ones when there are exactly as many as reservations, else those
-        a car of a type that could not get one more reservation could use."""
-        count = self._non_specific_count
-        if not count:
-            return frozenset()
-        free = self._free
-        usable = [g for g, n in free.items() if g and n]
-        if sum(free[g] for g in usable) == count:
-            return frozenset(usable)
-        held: set[frozenset[ConnectorType]] = set()
-        for wanted, n in self._non_specific_types.items():
-            if n and not guarantee_holds(self._with_one_more(wanted), free):
-                held.update(g for g in usable if can_use(wanted, g))
-        return frozenset(held)
-
     def _publish_reserved(self, updates: list) -> None:
-        before = self._held_signatures
-        held = self._held_signatures = self._signatures_held()
-        touched = self._touched
-        if touched is None:
-            candidates = list(self._evses)
-        else:
-            if before or held:
-                for signature in before ^ held:   # every free EVSE of these flips
-                    touched.update(self._free_ids.get(signature, ()))
-            candidates = sorted(touched, key=self._position.__getitem__) if len(touched) > 1 \
-                else touched
-        self._touched = set()
-        last = self._shown
-        evses = self._evses
-        for evse_id in candidates:
-            shown = self._shown_by(evses[evse_id], held)
-            if last[evse_id] != shown:
-                last[evse_id] = shown
-                self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, **_reserved_fields(shown)},
-                              updates)
+        for body in self._view.changes(self._non_specific_types, self._non_specific_count):
+            self._publish(Topic.EVSE_RESERVED, body, updates)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -571,9 +432,7 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
             self._non_specific_count += 1
-            self._placements += 1
-            for index, key in self._token_keys(reservation):
-                index.setdefault(key, {})[reservation.reservation_id] = self._placements
+            self._tokens.add(reservation)
         else:
             self._hold(self._evses[reservation.evse_id], reservation)
 
@@ -583,11 +442,7 @@ class ReservationCore:
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
             self._non_specific_count -= 1
-            for index, key in self._token_keys(reservation):
-                bucket = index[key]
-                del bucket[reservation.reservation_id]
-                if not bucket:
-                    del index[key]
+            self._tokens.remove(reservation)
         else:
             self._hold(self._evses[reservation.evse_id], None)
 
@@ -597,37 +452,14 @@ class ReservationCore:
         self._index(evse)
 
     def _index(self, evse: Evse) -> None:
-        """File `evse` under the free signature its state gives it now (O(1);
-        recounting the station would be O(EVSEs)), and mark it for _publish_reserved."""
-        old = evse.free_signature
-        new = evse.signature() if evse.is_free() else None
-        if old != new:
-            if old is not None:
-                bucket = self._free_ids[old]
-                bucket.discard(evse.id)
-                if bucket:
-                    self._free[old] -= 1
-                else:
-                    del self._free_ids[old], self._free[old]
-            if new is not None:
-                self._free_ids.setdefault(new, set()).add(evse.id)
-                self._free[new] += 1
-            evse.free_signature = new
-        if self._touched is not None:
-            self._touched.add(evse.id)
-
-    def _index_all(self) -> None:
-        self._free_ids.clear()
-        self._free.clear()
-        for evse in self._evses.values():
-            evse.free_signature = None
-            self._index(evse)
+        self._station.index(evse)
+        self._view.touch(evse.id)
 
     def _evse_changed(self, evse: Evse, updates: list) -> None:
         self._index(evse)
         if self.record_changes:
             self._dirty_evses[evse.id] = None
-        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
+        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **evse.state_fields()}, updates)
 
     def _mark_dirty(self, reservation_id: int) -> None:
         if not self.record_changes:
@@ -649,45 +481,7 @@ class ReservationCore:
         body["seq"] = self.seq
         updates.append((topic, body))
 
-    def _free_without(self, evse: Evse) -> Counter[frozenset[ConnectorType]]:
-        """The free EVSEs once `evse` is taken (by a reservation or a car)."""
-        if evse.free_signature is None:
-            return self._free
-        rest = self._free.copy()
-        rest[evse.free_signature] -= 1
-        return rest
-
-    def _with_one_more(self, wanted: ConnectorType) -> Counter[ConnectorType]:
-        cars = self._non_specific_types.copy()
-        cars[wanted] += 1
-        return cars
-
-    def _station_has(self, wanted: ConnectorType) -> bool:
-        return any(types_match(wanted, t) for t in self._station_types)
-
-    def _token_keys(self, reservation: Reservation) -> list[tuple[dict, str]]:
-        """The token index buckets a non-EVSE-specific reservation is filed in."""
-        if reservation.evse_id is not None:
-            return []
-        keys = [(self._by_token, reservation.id_token.casefold())]
-        if reservation.parent_id_token is not None:
-            keys.append((self._by_parent, reservation.parent_id_token.casefold()))
-        return keys
-
-    def _matching_non_specific(self, id_token: str, parent_token: str | None) -> Reservation | None:
-        """The oldest non-EVSE-specific reservation token_matches() accepts: the
-        older of the first in its token's bucket and the first in its parent's."""
-        buckets = [self._by_token.get(id_token.casefold())]
-        if parent_token is not None:
-            buckets.append(self._by_parent.get(parent_token.casefold()))
-        firsts = [next(iter(bucket.items())) for bucket in buckets if bucket]
-        if not firsts:
-            return None
-        return self._reservations[min(firsts, key=lambda first: first[1])[0]]
-
-    def _evse(self, evse_id: int) -> Evse:
-        evse = self._evses.get(evse_id)
-        if evse is None:
-            raise invalid(f"args.evse_id: no EVSE {evse_id} at this station "
-                          f"(it has {sorted(self._evses)})")
-        return evse
+    def _oldest_non_specific_match(self, id_token: str,
+                                   parent_token: str | None) -> Reservation | None:
+        reservation_id = self._tokens.oldest_match(id_token, parent_token)
+        return None if reservation_id is None else self._reservations[reservation_id]

@@ -32,6 +32,7 @@ type and per signature, so the cost does not depend on the number of EVSEs or
 cars beyond grouping them.
 """
 
+from collections import Counter
 from collections.abc import Mapping
 
 from protocol.vocabulary import ConnectorType
@@ -87,6 +88,15 @@ def guarantee_holds(
         if _saturates(supply, adj, room, reach, need):
             return False
     return True
+
+
+def holds_with_one_more(
+    cars: Mapping[str, int], wanted: str, free: Mapping[frozenset[str], int]
+) -> bool:
+    """Whether one more car of type `wanted` would keep the guarantee."""
+    more = Counter(cars)
+    more[wanted] += 1
+    return guarantee_holds(more, free)
 
 
 def _saturates(
