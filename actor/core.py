@@ -2,12 +2,15 @@
 
 Theory of operation
 -------------------
-`ReservationCore.apply(command, now)` takes a validated command (protocol.messages)
-and the current UTC time in epoch seconds, changes the state, and returns an
-Outcome: the reply's result and the updates to publish, already numbered with
-the one `seq` counter shared by all topics. `expire(now)` ends what is due.
-The core never reads a clock or touches a socket, so the actor decides when
-"now" is and every rule below can be tested with plain numbers.
+`ReservationCore.decide(command, now)` takes a validated command
+(protocol.messages) and the current UTC time in epoch seconds, changes the
+state, and returns the reply's result; the updates the change publishes go to
+an outbox, already numbered with the one `seq` counter shared by all topics,
+which `updates_to_publish()` drains (as a sans-I/O protocol's bytes to send).
+`expire(now)` ends what is due; `apply(command, now)` is `decide` and the
+drained outbox in one Outcome. The core never reads a clock or touches a
+socket, so the actor decides when "now" is and every rule below can be tested
+with plain numbers.
 
 State: the station's EVSEs and connectors, the active reservations in placement
 order (oldest first, which is the order re-checks keep them in), and the timer
@@ -116,8 +119,9 @@ class ReservationCore:
         self._dirty_reservations: dict[int, None] = {}
         self._dirty_evses: dict[int, None] = {}
         self._taken_seq = seq
+        self._outbox: list[tuple[str, dict[str, Any]]] = []
+        # Reserving is the one command whose decision depends on the time.
         self._handlers = {
-            ReserveNow: self._reserve_now,
             CancelReservation: self._cancel_reservation,
             ExistsReservation: self._exists_reservation,
             ConnectorEvent: self._connector_event,
@@ -125,7 +129,7 @@ class ReservationCore:
             UseReservation: self._use_reservation,
             IsChargingPossible: self._is_charging_possible,
             GetState: self._get_state,
-            Ping: lambda command, now, updates: "pong",
+            Ping: lambda command: "pong",
         }
 
     # -- entry points ------------------------------------------------------------
@@ -133,21 +137,28 @@ class ReservationCore:
     def apply(self, command: Any, now: float) -> Outcome:
         """Decide `command` at `now`. Raises ProtocolError (invalid_argument)
         for a command naming what the station does not have, before changing anything."""
-        outcome = Outcome(None)
-        outcome.result = self.decide(command, now, outcome.updates)
-        return outcome
+        result = self.decide(command, now)
+        return Outcome(result, self.updates_to_publish())
 
-    def decide(self, command: Any, now: float, updates: list) -> Any:
-        """apply() for the loop: the result, with the updates appended to `updates`."""
+    def decide(self, command: Any, now: float) -> Any:
+        """apply() for the loop: the result, with the updates left in the outbox."""
         if now != self._expired_at:
             # A reservation past its expiry_time must not take part in any decision.
-            self._expire_into(now, updates)
-        return self._handlers[type(command)](command, now, updates)
+            self._expire_into(now)
+        if type(command) is ReserveNow:
+            return self._reserve_now(command, now)
+        return self._handlers[type(command)](command)
+
+    def updates_to_publish(self) -> list[tuple[str, dict[str, Any]]]:
+        """The updates decided since the last call, in seq order; the outbox is
+        left empty. Empty: nothing changed."""
+        updates, self._outbox = self._outbox, []
+        return updates
 
     def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
-        updates: list[tuple[str, dict[str, Any]]] = []
-        self._expire_into(now, updates)
-        return updates
+        """End what is due at `now`; returns the drained outbox."""
+        self._expire_into(now)
+        return self.updates_to_publish()
 
     def next_expiry(self) -> float | None:
         return self._wheel.next_expiry()
@@ -175,7 +186,7 @@ class ReservationCore:
         """Take over a stored image on a fresh core, applying what happened while
         the actor was down: reservations past their expiry end Expired; those whose
         EVSE or connector type the station no longer has, or that no longer fit
-        beside older ones, end Removed. Returns the updates to publish."""
+        beside older ones, end Removed. Returns the updates to publish (the drained outbox)."""
         self.seq = self._taken_seq = stored.seq
         for evse_id, (plugged_in, states) in stored.evses.items():
             evse = self._evses.get(evse_id)
@@ -186,7 +197,6 @@ class ReservationCore:
                 if connector_id in evse.connectors:
                     evse.connectors[connector_id].state = state
         self._station.index_all()
-        updates: list[tuple[str, dict[str, Any]]] = []
         ended = []
         for reservation in stored.reservations:
             if self._restorable(reservation):
@@ -199,18 +209,18 @@ class ReservationCore:
         for reservation in ended:
             self._dirty_reservations[reservation.reservation_id] = None
             self._publish_update(reservation, Status.EXPIRED if reservation.expiry <= now
-                                 else Status.REMOVED, updates)
+                                 else Status.REMOVED)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
         self._view.reset(self._view.current(self._non_specific_types, self._non_specific_count))
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
-            self._end(reservation, End.EXPIRED, updates)
+            self._end(reservation, End.EXPIRED)
         # The guarantee under the loaded connector states. Plug flags do not count:
         # plugging in (the reserved car arriving) never removes a reservation.
-        self._drop_non_specific_beyond_guarantee(updates, Counter(
+        self._drop_non_specific_beyond_guarantee(Counter(
             e.signature() for e in self._evses.values() if e.is_free(plug_counts=False)))
-        self._publish_reserved(updates)
-        return updates
+        self._publish_reserved()
+        return self.updates_to_publish()
 
     def _restorable(self, reservation: Reservation) -> bool:
         """A stored reservation the station can still hold: its EVSE (if any) is
@@ -243,7 +253,7 @@ class ReservationCore:
 
     # -- commands --------------------------------------------------------------------
 
-    def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> Result:
+    def _reserve_now(self, command: ReserveNow, now: float) -> Result:
         new = command.request
         old = self._reservations.get(new.reservation_id)
         if old is None:
@@ -262,19 +272,19 @@ class ReservationCore:
         if result == Result.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
-            self._publish_update(new, Status.PLACED, updates)
-            self._publish_reserved(updates)
+            self._publish_update(new, Status.PLACED)
+            self._publish_reserved()
         return result
 
-    def _cancel_reservation(self, command: CancelReservation, now: float, updates: list) -> bool:
+    def _cancel_reservation(self, command: CancelReservation) -> bool:
         reservation = self._reservations.get(command.reservation_id)
         if reservation is None:
             return False
-        self._end(reservation, End.CANCELLED, updates)
-        self._publish_reserved(updates)
+        self._end(reservation, End.CANCELLED)
+        self._publish_reserved()
         return True
 
-    def _exists_reservation(self, command: ExistsReservation, now: float, updates: list) -> Check:
+    def _exists_reservation(self, command: ExistsReservation) -> Check:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         held = evse.reservation if evse is not None else None
         if held is not None:
@@ -287,7 +297,7 @@ class ReservationCore:
             return Check.RESERVED_FOR_TOKEN
         return Check.NOT_RESERVED
 
-    def _use_reservation(self, command: UseReservation, now: float, updates: list) -> int | None:
+    def _use_reservation(self, command: UseReservation) -> int | None:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         if evse is not None and evse.reservation is not None:
             # On an EVSE held for someone, only that reservation can be used there.
@@ -297,11 +307,11 @@ class ReservationCore:
             match = self._oldest_non_specific_match(command.id_token, command.parent_id_token)
         if match is None:
             return None
-        self._end(match, End.USED_TO_START_CHARGING, updates)
-        self._publish_reserved(updates)
+        self._end(match, End.USED_TO_START_CHARGING)
+        self._publish_reserved()
         return match.reservation_id
 
-    def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> State:
+    def _connector_event(self, command: ConnectorEvent) -> State:
         evse = self._station.evse(command.evse_id)
         connector = evse.connectors.get(command.connector_id)
         if connector is None:
@@ -310,32 +320,32 @@ class ReservationCore:
         state = next_state(connector.state, command.event)
         if state != connector.state:
             connector.state = state
-            self._evse_changed(evse, updates)
+            self._evse_changed(evse)
         if connector.state != State.AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
-                self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
-            self._drop_non_specific_beyond_guarantee(updates, self._free)
-        self._publish_reserved(updates)
+                self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
+            self._drop_non_specific_beyond_guarantee(self._free)
+        self._publish_reserved()
         return connector.state
 
-    def _plug_event(self, command: PlugEvent, now: float, updates: list) -> None:
+    def _plug_event(self, command: PlugEvent) -> None:
         evse = self._station.evse(command.evse_id)
         # No re-check here: plugging in is how the reserved car itself arrives,
         # before it identifies and uses its reservation.
         if evse.plugged_in != command.plugged_in:
             evse.plugged_in = command.plugged_in
-            self._evse_changed(evse, updates)
-        self._publish_reserved(updates)
+            self._evse_changed(evse)
+        self._publish_reserved()
 
-    def _is_charging_possible(self, command: IsChargingPossible, now: float, updates: list) -> bool:
+    def _is_charging_possible(self, command: IsChargingPossible) -> bool:
         evse = self._evses.get(command.evse_id)
         if evse is None or evse.reservation is not None:
             return False
         return not self._non_specific_count or guarantee_holds(self._non_specific_types,
                                                                self._station.free_without(evse))
 
-    def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
+    def _get_state(self, command: GetState) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "reservations_enabled": self.reservations_enabled,
@@ -392,8 +402,7 @@ class ReservationCore:
             for evse in self._evses.values()
             for c in evse.connectors.values() if types_match(wanted, c.type))
 
-    def _drop_non_specific_beyond_guarantee(self, updates: list,
-                                            free: Counter[frozenset[str]]) -> None:
+    def _drop_non_specific_beyond_guarantee(self, free: Counter[frozenset[str]]) -> None:
         """Keep the oldest non-EVSE-specific reservations that still fit together
         on the `free` EVSEs; remove each newer one that no longer fits beside them."""
         if guarantee_holds(self._non_specific_types, free):
@@ -403,28 +412,28 @@ class ReservationCore:
             kept[car_type(reservation)] += 1
             if not guarantee_holds(kept, free):
                 kept[car_type(reservation)] -= 1
-                self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
+                self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
 
-    def _publish_reserved(self, updates: list) -> None:
+    def _publish_reserved(self) -> None:
         for body in self._view.changes(self._non_specific_types, self._non_specific_count):
-            self._publish(Topic.EVSE_RESERVED, body, updates)
+            self._publish(Topic.EVSE_RESERVED, body)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _expire_into(self, now: float, updates: list) -> None:
+    def _expire_into(self, now: float) -> None:
         # Nothing can fall due twice at one instant: what is placed must expire after it.
         self._expired_at = now
         due = self._wheel.advance(now)
         if not due:
             return
         for reservation_id in due:
-            self._end(self._reservations[reservation_id], End.EXPIRED, updates)
-        self._publish_reserved(updates)
+            self._end(self._reservations[reservation_id], End.EXPIRED)
+        self._publish_reserved()
 
-    def _end(self, reservation: Reservation, reason: End, updates: list) -> None:
+    def _end(self, reservation: Reservation, reason: End) -> None:
         self._unlink(reservation)
         self._wheel.cancel(reservation.reservation_id)
-        self._publish_update(reservation, reason.status, updates)
+        self._publish_update(reservation, reason.status)
 
     def _link(self, reservation: Reservation) -> None:
         self._reservations[reservation.reservation_id] = reservation
@@ -455,11 +464,11 @@ class ReservationCore:
         self._station.index(evse)
         self._view.touch(evse.id)
 
-    def _evse_changed(self, evse: Evse, updates: list) -> None:
+    def _evse_changed(self, evse: Evse) -> None:
         self._index(evse)
         if self.record_changes:
             self._dirty_evses[evse.id] = None
-        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **evse.state_fields()}, updates)
+        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **evse.state_fields()})
 
     def _mark_dirty(self, reservation_id: int) -> None:
         if not self.record_changes:
@@ -468,18 +477,18 @@ class ReservationCore:
         self._dirty_reservations.pop(reservation_id, None)
         self._dirty_reservations[reservation_id] = None
 
-    def _publish_update(self, reservation: Reservation, status: Status, updates: list) -> None:
+    def _publish_update(self, reservation: Reservation, status: Status) -> None:
         body = {"reservation_id": reservation.reservation_id, "reservation_status": status,
                 "evse_id": reservation.evse_id}
         if status is Status.PLACED:
             # The whole reservation, so a listener can mirror get_state from updates alone.
             body["reservation"] = reservation
-        self._publish(Topic.RESERVATION_UPDATE, body, updates)
+        self._publish(Topic.RESERVATION_UPDATE, body)
 
-    def _publish(self, topic: Topic, body: dict[str, Any], updates: list) -> None:
+    def _publish(self, topic: Topic, body: dict[str, Any]) -> None:
         self.seq += 1
         body["seq"] = self.seq
-        updates.append((topic, body))
+        self._outbox.append((topic, body))
 
     def _oldest_non_specific_match(self, id_token: str,
                                    parent_token: str | None) -> Reservation | None:
