@@ -39,9 +39,8 @@ from protocol.messages import (
     Ping, PlugEvent, Reservation, ReserveNow, UseReservation, invalid,
 )
 from protocol.vocabulary import (
-    ConnectorState, ConnectorState as State, ConnectorType, ReservationCheckStatus as Check,
-    ReservationEndReason as End, ReservationResult as Result, ReservationUpdateStatus as Status,
-    Topic,
+    ConnectorState, ConnectorType, ReservationCheckStatus, ReservationEndReason,
+    ReservationResult, ReservationUpdateStatus, Topic,
 )
 
 from .connector import IN_USE, next_state
@@ -58,11 +57,11 @@ from .wheel import TimerWheel
 # looks at the station (non-EVSE-specific), an EVSE with a car on it is in
 # use and counts as Occupied before this table is read.
 _REFUSAL = {
-    State.UNAVAILABLE: (1, Result.UNAVAILABLE),
-    State.FAULTED: (2, Result.FAULTED),
-    State.UNAVAILABLE_FAULTED: (2, Result.FAULTED),
-    State.FAULTED_OCCUPIED: (2, Result.FAULTED),
-    State.OCCUPIED: (3, Result.OCCUPIED),
+    ConnectorState.UNAVAILABLE: (1, ReservationResult.UNAVAILABLE),
+    ConnectorState.FAULTED: (2, ReservationResult.FAULTED),
+    ConnectorState.UNAVAILABLE_FAULTED: (2, ReservationResult.FAULTED),
+    ConnectorState.FAULTED_OCCUPIED: (2, ReservationResult.FAULTED),
+    ConnectorState.OCCUPIED: (3, ReservationResult.OCCUPIED),
 }
 
 
@@ -88,8 +87,9 @@ class Outcome:
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def _strongest(states: Iterable[State]) -> Result:
-    return max((_REFUSAL[s] for s in states if s in _REFUSAL), default=(3, Result.OCCUPIED))[1]
+def _strongest(states: Iterable[ConnectorState]) -> ReservationResult:
+    return max((_REFUSAL[s] for s in states if s in _REFUSAL),
+               default=(3, ReservationResult.OCCUPIED))[1]
 
 
 class ReservationCore:
@@ -208,13 +208,13 @@ class ReservationCore:
         self._dirty_reservations = {}
         for reservation in ended:
             self._dirty_reservations[reservation.reservation_id] = None
-            self._publish_update(reservation, Status.EXPIRED if reservation.expiry <= now
-                                 else Status.REMOVED)
+            self._publish_update(reservation, ReservationUpdateStatus.EXPIRED
+                                 if reservation.expiry <= now else ReservationUpdateStatus.REMOVED)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
         self._view.reset(self._view.current(self._non_specific_types, self._non_specific_count))
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
-            self._end(reservation, End.EXPIRED)
+            self._end(reservation, ReservationEndReason.EXPIRED)
         # The guarantee under the loaded connector states. Plug flags do not count:
         # plugging in (the reserved car arriving) never removes a reservation.
         self._drop_non_specific_beyond_guarantee(Counter(
@@ -231,7 +231,7 @@ class ReservationCore:
             return True
         evse = self._evses.get(reservation.evse_id)
         return evse is not None and evse.reservation is None and any(
-            c.state == State.AVAILABLE and types_match(car_type(reservation), c.type)
+            c.state == ConnectorState.AVAILABLE and types_match(car_type(reservation), c.type)
             for c in evse.connectors.values())
 
     def take_changes(self) -> Changes | None:
@@ -253,26 +253,26 @@ class ReservationCore:
 
     # -- commands --------------------------------------------------------------------
 
-    def _reserve_now(self, command: ReserveNow, now: float) -> Result:
+    def _reserve_now(self, command: ReserveNow, now: float) -> ReservationResult:
         new = command.request
         old = self._reservations.get(new.reservation_id)
         if old is None:
-            result = self._decide(new, now)
+            result = self._reserve_now_result(new, now)
         else:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
             order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
             buckets = self._tokens.save(old)
             self._unlink(old)
-            result = self._decide(new, now)
-            if result != Result.ACCEPTED:
+            result = self._reserve_now_result(new, now)
+            if result != ReservationResult.ACCEPTED:
                 self._link(old)
                 self._reservations, self._dirty_reservations = order, dirty
                 self._tokens.put_back(buckets)
-        if result == Result.ACCEPTED:
+        if result == ReservationResult.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
-            self._publish_update(new, Status.PLACED)
+            self._publish_update(new, ReservationUpdateStatus.PLACED)
             self._publish_reserved()
         return result
 
@@ -280,22 +280,22 @@ class ReservationCore:
         reservation = self._reservations.get(command.reservation_id)
         if reservation is None:
             return False
-        self._end(reservation, End.CANCELLED)
+        self._end(reservation, ReservationEndReason.CANCELLED)
         self._publish_reserved()
         return True
 
-    def _exists_reservation(self, command: ExistsReservation) -> Check:
+    def _exists_reservation(self, command: ExistsReservation) -> ReservationCheckStatus:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         held = evse.reservation if evse is not None else None
         if held is not None:
             if token_matches(held, command.id_token, command.group_id_token):
-                return Check.RESERVED_FOR_TOKEN
+                return ReservationCheckStatus.RESERVED_FOR_TOKEN
             if command.group_id_token is None and held.parent_id_token is not None:
-                return Check.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
-            return Check.RESERVED_FOR_OTHER_TOKEN
+                return ReservationCheckStatus.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
+            return ReservationCheckStatus.RESERVED_FOR_OTHER_TOKEN
         if self._oldest_non_specific_match(command.id_token, command.group_id_token) is not None:
-            return Check.RESERVED_FOR_TOKEN
-        return Check.NOT_RESERVED
+            return ReservationCheckStatus.RESERVED_FOR_TOKEN
+        return ReservationCheckStatus.NOT_RESERVED
 
     def _use_reservation(self, command: UseReservation) -> int | None:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
@@ -307,11 +307,11 @@ class ReservationCore:
             match = self._oldest_non_specific_match(command.id_token, command.parent_id_token)
         if match is None:
             return None
-        self._end(match, End.USED_TO_START_CHARGING)
+        self._end(match, ReservationEndReason.USED_TO_START_CHARGING)
         self._publish_reserved()
         return match.reservation_id
 
-    def _connector_event(self, command: ConnectorEvent) -> State:
+    def _connector_event(self, command: ConnectorEvent) -> ConnectorState:
         evse = self._station.evse(command.evse_id)
         connector = evse.connectors.get(command.connector_id)
         if connector is None:
@@ -321,10 +321,10 @@ class ReservationCore:
         if state != connector.state:
             connector.state = state
             self._evse_changed(evse)
-        if connector.state != State.AVAILABLE:
+        if connector.state != ConnectorState.AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
-                self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
+                self._end(held, ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
             self._drop_non_specific_beyond_guarantee(self._free)
         self._publish_reserved()
         return connector.state
@@ -357,48 +357,48 @@ class ReservationCore:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def _decide(self, new: Reservation, now: float) -> Result:
+    def _reserve_now_result(self, new: Reservation, now: float) -> ReservationResult:
         if not self.reservations_enabled:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.evse_id is None and not self.non_evse_specific:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.expiry <= now:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.evse_id is None:
-            return self._decide_non_specific(car_type(new))
-        return self._decide_specific(new)
+            return self._non_evse_specific_result(car_type(new))
+        return self._evse_specific_result(new)
 
-    def _decide_specific(self, new: Reservation) -> Result:
+    def _evse_specific_result(self, new: Reservation) -> ReservationResult:
         evse = self._evses.get(new.evse_id)
         if evse is None:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if evse.reservation is not None:
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         wanted = car_type(new)
         fitting = [c for c in evse.connectors.values() if types_match(wanted, c.type)]
         if not fitting:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if evse.plugged_in:
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         cars = {c.state for c in evse.connectors.values()} & IN_USE
         if cars:
             return _strongest(cars)
-        if all(c.state != State.AVAILABLE for c in fitting):
+        if all(c.state != ConnectorState.AVAILABLE for c in fitting):
             return _strongest(c.state for c in fitting)
         if self._non_specific_count and not guarantee_holds(self._non_specific_types,
                                                             self._station.free_without(evse)):
-            return Result.OCCUPIED
-        return Result.ACCEPTED
+            return ReservationResult.OCCUPIED
+        return ReservationResult.ACCEPTED
 
-    def _decide_non_specific(self, wanted: ConnectorType) -> Result:
+    def _non_evse_specific_result(self, wanted: ConnectorType) -> ReservationResult:
         if not self._station.has(wanted):
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if holds_with_one_more(self._non_specific_types, wanted, self._free):
-            return Result.ACCEPTED
+            return ReservationResult.ACCEPTED
         if self._reservations or any(e.plugged_in for e in self._evses.values()):
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         return _strongest(
-            State.OCCUPIED if evse.in_use() else c.state
+            ConnectorState.OCCUPIED if evse.in_use() else c.state
             for evse in self._evses.values()
             for c in evse.connectors.values() if types_match(wanted, c.type))
 
@@ -412,7 +412,7 @@ class ReservationCore:
             kept[car_type(reservation)] += 1
             if not guarantee_holds(kept, free):
                 kept[car_type(reservation)] -= 1
-                self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
+                self._end(reservation, ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
 
     def _publish_reserved(self) -> None:
         for body in self._view.changes(self._non_specific_types, self._non_specific_count):
@@ -427,10 +427,10 @@ class ReservationCore:
         if not due:
             return
         for reservation_id in due:
-            self._end(self._reservations[reservation_id], End.EXPIRED)
+            self._end(self._reservations[reservation_id], ReservationEndReason.EXPIRED)
         self._publish_reserved()
 
-    def _end(self, reservation: Reservation, reason: End) -> None:
+    def _end(self, reservation: Reservation, reason: ReservationEndReason) -> None:
         self._unlink(reservation)
         self._wheel.cancel(reservation.reservation_id)
         self._publish_update(reservation, reason.status)
@@ -443,7 +443,7 @@ class ReservationCore:
             self._non_specific_count += 1
             self._tokens.add(reservation)
         else:
-            self._hold(self._evses[reservation.evse_id], reservation)
+            self._set_evse_reservation(self._evses[reservation.evse_id], reservation)
 
     def _unlink(self, reservation: Reservation) -> None:
         del self._reservations[reservation.reservation_id]
@@ -453,10 +453,11 @@ class ReservationCore:
             self._non_specific_count -= 1
             self._tokens.remove(reservation)
         else:
-            self._hold(self._evses[reservation.evse_id], None)
+            self._set_evse_reservation(self._evses[reservation.evse_id], None)
 
-    def _hold(self, evse: Evse, reservation: Reservation | None) -> None:
-        """Set `evse`'s specific reservation."""
+    def _set_evse_reservation(self, evse: Evse, reservation: Reservation | None) -> None:
+        """Give `evse` its EVSE-specific reservation (None: it has none now), and
+        file it where that puts it in the free-EVSE index."""
         evse.reservation = reservation
         self._index(evse)
 
@@ -477,10 +478,10 @@ class ReservationCore:
         self._dirty_reservations.pop(reservation_id, None)
         self._dirty_reservations[reservation_id] = None
 
-    def _publish_update(self, reservation: Reservation, status: Status) -> None:
+    def _publish_update(self, reservation: Reservation, status: ReservationUpdateStatus) -> None:
         body = {"reservation_id": reservation.reservation_id, "reservation_status": status,
                 "evse_id": reservation.evse_id}
-        if status is Status.PLACED:
+        if status is ReservationUpdateStatus.PLACED:
             # The whole reservation, so a listener can mirror get_state from updates alone.
             body["reservation"] = reservation
         self._publish(Topic.RESERVATION_UPDATE, body)

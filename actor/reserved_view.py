@@ -104,7 +104,8 @@ class ReservedView:
             return evse.reservation.reservation_id
         return HELD_FOR_NON_SPECIFIC if evse.free_signature in held else None
 
-    def _signatures_held(self, cars: Mapping[ConnectorType, int], count: int) -> frozenset[Signature]:
+    def _signatures_held(self, cars: Mapping[ConnectorType, int],
+                         count: int) -> frozenset[Signature]:
         """The signatures whose free EVSEs are held back for non-EVSE-specific
         reservations (EVerest's check_number_global_reservations_match_number_available_evses):
         all usable ones when there are exactly as many as reservations, else those
