@@ -324,7 +324,7 @@ class ReservationCore:
         if connector.state != ConnectorState.AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
-                self._end(held, ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
+                self._end(held, ReservationEndReason.CONNECTOR_NOT_AVAILABLE)
             self._drop_non_specific_beyond_guarantee(self._free)
         self._publish_reserved()
         return connector.state

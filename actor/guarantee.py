@@ -1,8 +1,9 @@
-"""Exact, polynomial-time check of EVerest's global-reservation guarantee.
+"""Exact, polynomial-time check of EVerest's guarantee for non-EVSE-specific
+reservations (EVerest's "global" reservations).
 
 Theory of operation
 -------------------
-Each global reservation is a car of some connector type that will arrive later
+Each non-EVSE-specific reservation is a car of some connector type that will arrive later
 and take *any* free EVSE it can use. The guarantee is adversarial: it must hold
 for every arrival order and every choice each car makes among the EVSEs it can
 use. EVerest checks this by enumerating all of them, which is factorial.
