@@ -43,6 +43,7 @@ from protocol.vocabulary import (
     ReservationResult, ReservationUpdateStatus, Topic,
 )
 
+from .changes import ChangeLog, Changes, StoredState
 from .connector import IN_USE, next_state
 from .guarantee import guarantee_holds, holds_with_one_more, types_match
 from .reserved_view import ReservedView
@@ -66,22 +67,6 @@ _REFUSAL = {
 
 
 @dataclass
-class StoredState:
-    """The core's image as the store keeps it; restore() takes it over."""
-    seq: int = 0
-    reservations: list[Reservation] = field(default_factory=list)   # oldest first
-    evses: dict[int, tuple[bool, dict[int, ConnectorState]]] = field(default_factory=dict)
-
-
-@dataclass
-class Changes:
-    """What changed since the last take_changes(), for the store to write."""
-    seq: int
-    reservations: list[tuple[int, Reservation | None]]          # None: ended, delete it
-    evses: list[tuple[int, bool, list[tuple[int, ConnectorState]]]]   # (id, plugged_in, states)
-
-
-@dataclass
 class Outcome:
     result: Any
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -100,7 +85,6 @@ class ReservationCore:
         """`record_changes`: keep what changed for take_changes(); False for a
         store that keeps nothing, so the hot path does not pay for it."""
         self.reservations_enabled = reservations_enabled
-        self.record_changes = record_changes
         self.non_evse_specific = non_evse_specific
         self.seq = seq
         self._station = Station(evses)
@@ -114,11 +98,7 @@ class ReservationCore:
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         self._expired_at = -math.inf
-        # What changed since take_changes(), for the store. Dicts keep the order
-        # of the last change, which for reservations is placement order.
-        self._dirty_reservations: dict[int, None] = {}
-        self._dirty_evses: dict[int, None] = {}
-        self._taken_seq = seq
+        self._changes = ChangeLog(enabled=record_changes, seq=seq)
         self._outbox: list[tuple[str, dict[str, Any]]] = []
         # Reserving is the one command whose decision depends on the time.
         self._handlers = {
@@ -144,7 +124,7 @@ class ReservationCore:
         """apply() for the loop: the result, with the updates left in the outbox."""
         if now != self._expired_at:
             # A reservation past its expiry_time must not take part in any decision.
-            self._expire_into(now)
+            self._end_due(now)
         if type(command) is ReserveNow:
             return self._reserve_now(command, now)
         return self._handlers[type(command)](command)
@@ -157,7 +137,7 @@ class ReservationCore:
 
     def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
         """End what is due at `now`; returns the drained outbox."""
-        self._expire_into(now)
+        self._end_due(now)
         return self.updates_to_publish()
 
     def next_expiry(self) -> float | None:
@@ -187,7 +167,7 @@ class ReservationCore:
         the actor was down: reservations past their expiry end Expired; those whose
         EVSE or connector type the station no longer has, or that no longer fit
         beside older ones, end Removed. Returns the updates to publish (the drained outbox)."""
-        self.seq = self._taken_seq = stored.seq
+        self.seq = stored.seq
         for evse_id, (plugged_in, states) in stored.evses.items():
             evse = self._evses.get(evse_id)
             if evse is None:
@@ -205,9 +185,9 @@ class ReservationCore:
             else:
                 ended.append(reservation)
         # What is linked is what the store holds: only what start-up ends is a change.
-        self._dirty_reservations = {}
+        self._changes = ChangeLog(enabled=self._changes.enabled, seq=stored.seq)
         for reservation in ended:
-            self._dirty_reservations[reservation.reservation_id] = None
+            self._changes.reservation(reservation.reservation_id)
             self._publish_update(reservation, ReservationUpdateStatus.EXPIRED
                                  if reservation.expiry <= now else ReservationUpdateStatus.REMOVED)
         # Listeners last heard evse_reserved for the stored image: start from its
@@ -236,20 +216,7 @@ class ReservationCore:
 
     def take_changes(self) -> Changes | None:
         """What changed since the last call, for the store; None when nothing did."""
-        if not self.record_changes:
-            return None
-        if not self._dirty_reservations and not self._dirty_evses and self.seq == self._taken_seq:
-            return None
-        reservations = self._reservations
-        changes = Changes(
-            seq=self.seq,
-            reservations=[(rid, reservations.get(rid)) for rid in self._dirty_reservations],
-            evses=[(evse.id, evse.plugged_in, [(c.id, c.state) for c in evse.connectors.values()])
-                   for evse in map(self._evses.__getitem__, self._dirty_evses)])
-        self._dirty_reservations = {}
-        self._dirty_evses = {}
-        self._taken_seq = self.seq
-        return changes
+        return self._changes.take(self.seq, self._reservations, self._evses)
 
     # -- commands --------------------------------------------------------------------
 
@@ -261,13 +228,14 @@ class ReservationCore:
         else:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
-            order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
+            order, changed = self._reservations.copy(), self._changes.save()
             buckets = self._tokens.save(old)
             self._unlink(old)
             result = self._reserve_now_result(new, now)
             if result != ReservationResult.ACCEPTED:
                 self._link(old)
-                self._reservations, self._dirty_reservations = order, dirty
+                self._reservations = order
+                self._changes.put_back(changed)
                 self._tokens.put_back(buckets)
         if result == ReservationResult.ACCEPTED:
             self._link(new)
@@ -420,7 +388,7 @@ class ReservationCore:
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _expire_into(self, now: float) -> None:
+    def _end_due(self, now: float) -> None:
         # Nothing can fall due twice at one instant: what is placed must expire after it.
         self._expired_at = now
         due = self._wheel.advance(now)
@@ -437,7 +405,7 @@ class ReservationCore:
 
     def _link(self, reservation: Reservation) -> None:
         self._reservations[reservation.reservation_id] = reservation
-        self._mark_dirty(reservation.reservation_id)
+        self._changes.reservation(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
             self._non_specific_count += 1
@@ -447,7 +415,7 @@ class ReservationCore:
 
     def _unlink(self, reservation: Reservation) -> None:
         del self._reservations[reservation.reservation_id]
-        self._mark_dirty(reservation.reservation_id)
+        self._changes.reservation(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
             self._non_specific_count -= 1
@@ -467,16 +435,8 @@ class ReservationCore:
 
     def _evse_changed(self, evse: Evse) -> None:
         self._index(evse)
-        if self.record_changes:
-            self._dirty_evses[evse.id] = None
+        self._changes.evse(evse.id)
         self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **evse.state_fields()})
-
-    def _mark_dirty(self, reservation_id: int) -> None:
-        if not self.record_changes:
-            return
-        # Move to the end: the store numbers positions in this order.
-        self._dirty_reservations.pop(reservation_id, None)
-        self._dirty_reservations[reservation_id] = None
 
     def _publish_update(self, reservation: Reservation, status: ReservationUpdateStatus) -> None:
         body = {"reservation_id": reservation.reservation_id, "reservation_status": status,

@@ -23,7 +23,7 @@ from protocol.vocabulary import ConnectorState
 from protocol.wire import ProtocolError
 
 from .config import SYNCHRONOUS_MODES
-from .core import Changes, StoredState
+from .changes import Changes, StoredState
 
 log = logging.getLogger("reservation_actor")
 
