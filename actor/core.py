@@ -19,7 +19,8 @@ as it changes rather than recomputed: the index of free EVSEs by signature
 (the types of their Available connectors), the per-type count of
 non-EVSE-specific reservations, the token index (actor.tokens), and what each
 EVSE shows as reserved (actor.reserved_view). The station model and its index
-of free EVSEs live in actor.station: this module holds the rules.
+of free EVSEs live in actor.station, what changed for the store in
+actor.changes: this module holds the rules.
 
 A reservation is active from Placed until a ReservationEndReason ends it; it
 never comes back. Where a rule changes what an EVSE shows as reserved,
@@ -88,7 +89,7 @@ class ReservationCore:
         self.non_evse_specific = non_evse_specific
         self.seq = seq
         self._station = Station(evses)
-        self._evses = self._station.evses
+        self._evses = self._station.evses   # the two the rules read on every decision
         self._free = self._station.free
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[ConnectorType] = Counter()
