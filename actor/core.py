@@ -116,8 +116,10 @@ class ReservationCore:
     # -- entry points ------------------------------------------------------------
 
     def apply(self, command: Any, now: float) -> Outcome:
-        """Decide `command` at `now`. Raises ProtocolError (invalid_argument)
-        for a command naming what the station does not have, before changing anything."""
+        """Decide `command` at `now`: its result, and the outbox drained (so
+        anything left undrained before goes with it). Raises ProtocolError
+        (invalid_argument) for a command naming what the station does not have,
+        before changing anything."""
         result = self.decide(command, now)
         return Outcome(result, self.updates_to_publish())
 
