@@ -12,11 +12,11 @@ import zmq
 from protocol.version import add_version_option
 
 from . import logs
-from .config import ConfigError, load_config
+from .config import SYNCHRONOUS_MODES, ConfigError, load_config
 from .notify import Notifier
 from .security import SecurityError, curve_keys, keygen, raise_descriptor_limit
 from .server import Actor
-from .store import SYNCHRONOUS_MODES, StoreError, default_store_path, open_store
+from .store import StoreError, default_store_path, open_store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,7 +14,9 @@ from typing import Any
 from protocol.vocabulary import ConnectorType
 from protocol.wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
-from .store import SYNCHRONOUS_MODES
+# The store's durability settings (SQLite's PRAGMA synchronous) a config file,
+# the command line or a store may choose.
+SYNCHRONOUS_MODES = ("full", "normal")
 
 
 class ConfigError(Exception):

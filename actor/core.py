@@ -2,27 +2,30 @@
 
 Theory of operation
 -------------------
-`ReservationCore.apply(command, now)` takes a validated command (protocol.messages)
-and the current UTC time in epoch seconds, changes the state, and returns an
-Outcome: the reply's result and the updates to publish, already numbered with
-the one `seq` counter shared by all topics. `expire(now)` ends what is due.
-The core never reads a clock or touches a socket, so the actor decides when
-"now" is and every rule below can be tested with plain numbers.
+`ReservationCore.decide(command, now)` takes a validated command
+(protocol.messages) and the current UTC time in epoch seconds, changes the
+state, and returns the reply's result; the updates the change publishes go to
+an outbox, already numbered with the one `seq` counter shared by all topics,
+which `updates_to_publish()` drains (as a sans-I/O protocol's bytes to send).
+`expire(now)` ends what is due; `apply(command, now)` is `decide` and the
+drained outbox in one Outcome. The core never reads a clock or touches a
+socket, so the actor decides when "now" is and every rule below can be tested
+with plain numbers.
 
 State: the station's EVSEs and connectors, the active reservations in placement
 order (oldest first, which is the order re-checks keep them in), and the timer
 wheel that ends them at their expiry_time. Everything else is derived, and kept up to date
 as it changes rather than recomputed: the index of free EVSEs by signature
 (the types of their Available connectors), the per-type count of
-non-EVSE-specific reservations, and what each EVSE shows as reserved.
+non-EVSE-specific reservations, the token index (actor.tokens), and what each
+EVSE shows as reserved (actor.reserved_view). The station model and its index
+of free EVSEs live in actor.station, what changed for the store in
+actor.changes: this module holds the rules.
 
-A reservation is active from Placed until a ReservationEndReason ends it; it never comes back. Where a rule changes what an EVSE shows as reserved,
-`_publish_reserved` compares with what was last published, so `evse_reserved`
-goes out only on change. Which EVSEs are held back for non-EVSE-specific
-reservations is decided per signature (all free EVSEs of a signature are
-held, or none), so it compares only the EVSEs touched since the last publish
-and those of the signatures whose held status flipped: a decision costs what
-the station's distinct signatures cost, the same on 10 EVSEs as on 10,000.
+A reservation is active from Placed until a ReservationEndReason ends it; it
+never comes back. Where a rule changes what an EVSE shows as reserved,
+`_publish_reserved` publishes what the view reports as changed, so
+`evse_reserved` goes out only on change.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ from protocol.messages import (
     Ping, PlugEvent, Reservation, ReserveNow, UseReservation, invalid,
 )
 from protocol.vocabulary import (
-    ConnectorState, ConnectorState as State, ConnectorType, ReservationCheckStatus as Check,
-    ReservationEndReason as End, ReservationResult as Result, ReservationUpdateStatus as Status,
-    Topic,
+    ConnectorState, ConnectorType, ReservationCheckStatus, ReservationEndReason,
+    ReservationResult, ReservationUpdateStatus, Topic,
 )
 
+from .changes import ChangeLog, Changes, StoredState
 from .connector import IN_USE, next_state
-from .guarantee import can_use, guarantee_holds, types_match
+from .guarantee import guarantee_holds, holds_with_one_more, types_match
+from .reserved_view import ReservedView
+from .station import Evse, Station, car_type
+from .tokens import TokenIndex, token_matches
 from .wheel import TimerWheel
 
 # What a connector state answers when it is why a reservation cannot be made,
@@ -53,38 +59,12 @@ from .wheel import TimerWheel
 # looks at the station (non-EVSE-specific), an EVSE with a car on it is in
 # use and counts as Occupied before this table is read.
 _REFUSAL = {
-    State.UNAVAILABLE: (1, Result.UNAVAILABLE),
-    State.FAULTED: (2, Result.FAULTED),
-    State.UNAVAILABLE_FAULTED: (2, Result.FAULTED),
-    State.FAULTED_OCCUPIED: (2, Result.FAULTED),
-    State.OCCUPIED: (3, Result.OCCUPIED),
+    ConnectorState.UNAVAILABLE: (1, ReservationResult.UNAVAILABLE),
+    ConnectorState.FAULTED: (2, ReservationResult.FAULTED),
+    ConnectorState.UNAVAILABLE_FAULTED: (2, ReservationResult.FAULTED),
+    ConnectorState.FAULTED_OCCUPIED: (2, ReservationResult.FAULTED),
+    ConnectorState.OCCUPIED: (3, ReservationResult.OCCUPIED),
 }
-
-
-class _HeldForNonSpecific:
-    """What an EVSE held back for non-EVSE-specific reservations shows. Not an
-    int: a client may give a reservation any int32 id, -1 included, so no id
-    can also mean "held"."""
-
-
-HELD_FOR_NON_SPECIFIC = _HeldForNonSpecific()
-Shown = int | _HeldForNonSpecific | None   # an EVSE's specific reservation id, held, or neither
-
-
-@dataclass
-class StoredState:
-    """The core's image as the store keeps it; restore() takes it over."""
-    seq: int = 0
-    reservations: list[Reservation] = field(default_factory=list)   # oldest first
-    evses: dict[int, tuple[bool, dict[int, ConnectorState]]] = field(default_factory=dict)
-
-
-@dataclass
-class Changes:
-    """What changed since the last take_changes(), for the store to write."""
-    seq: int
-    reservations: list[tuple[int, Reservation | None]]          # None: ended, delete it
-    evses: list[tuple[int, bool, list[tuple[int, ConnectorState]]]]   # (id, plugged_in, states)
 
 
 @dataclass
@@ -93,70 +73,9 @@ class Outcome:
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-class Connector:
-    __slots__ = ("id", "type", "state")
-
-    def __init__(self, connector_id: int, connector_type: ConnectorType,
-                 state: State = State.AVAILABLE) -> None:
-        self.id = connector_id
-        self.type = connector_type
-        self.state = state
-
-
-class Evse:
-    __slots__ = ("id", "connectors", "plugged_in", "reservation", "free_signature")
-
-    def __init__(self, evse_id: int, connectors: Iterable[tuple[int, ConnectorType]]) -> None:
-        self.id = evse_id
-        self.connectors = {cid: Connector(cid, ctype) for cid, ctype in connectors}
-        self.plugged_in = False
-        self.reservation: Reservation | None = None   # its EVSE-specific reservation
-        self.free_signature: frozenset[ConnectorType] | None = None   # its index bucket; None: not free
-
-    def car_on_connector(self) -> bool:
-        return any(c.state in IN_USE for c in self.connectors.values())
-
-    def in_use(self) -> bool:
-        return self.plugged_in or self.car_on_connector()
-
-    def is_free(self, *, plug_counts: bool = True) -> bool:
-        return (self.reservation is None and not (plug_counts and self.plugged_in)
-                and not self.car_on_connector())
-
-    def signature(self) -> frozenset[ConnectorType]:
-        """The car types' view of this EVSE: the types of its Available connectors."""
-        return frozenset(c.type for c in self.connectors.values() if c.state == State.AVAILABLE)
-
-
-def car_type(reservation: Reservation) -> ConnectorType:
-    return reservation.connector_type or ConnectorType.Unknown
-
-
-def token_matches(reservation: Reservation, id_token: str, parent_token: str | None) -> bool:
-    """EVerest's matches_reserved_identifier: same token, or same parent (group)
-    token on both sides; tokens are case-insensitive (CiString)."""
-    if reservation.id_token.casefold() == id_token.casefold():
-        return True
-    return (parent_token is not None and reservation.parent_id_token is not None
-            and reservation.parent_id_token.casefold() == parent_token.casefold())
-
-
-def _evse_state(evse: Evse) -> dict[str, Any]:
-    return {"plugged_in": evse.plugged_in,
-            "connectors": [{"id": c.id, "type": c.type, "state": c.state}
-                           for c in evse.connectors.values()]}
-
-
-def _reserved_fields(shown: Shown) -> dict[str, Any]:
-    """How evse_reserved and get_state's evses say what an EVSE shows: the two
-    reasons to be reserved each in a field of its own."""
-    held = shown is HELD_FOR_NON_SPECIFIC
-    return {"reserved": shown is not None, "reservation_id": None if held else shown,
-            "held_for_non_evse_specific": held}
-
-
-def _strongest(states: Iterable[State]) -> Result:
-    return max((_REFUSAL[s] for s in states if s in _REFUSAL), default=(3, Result.OCCUPIED))[1]
+def _strongest(states: Iterable[ConnectorState]) -> ReservationResult:
+    return max((_REFUSAL[s] for s in states if s in _REFUSAL),
+               default=(3, ReservationResult.OCCUPIED))[1]
 
 
 class ReservationCore:
@@ -167,38 +86,23 @@ class ReservationCore:
         """`record_changes`: keep what changed for take_changes(); False for a
         store that keeps nothing, so the hot path does not pay for it."""
         self.reservations_enabled = reservations_enabled
-        self.record_changes = record_changes
         self.non_evse_specific = non_evse_specific
         self.seq = seq
-        self._evses = {evse_id: Evse(evse_id, connectors) for evse_id, connectors in evses}
-        self._station_types = {c.type for e in self._evses.values() for c in e.connectors.values()}
+        self._station = Station(evses)
+        self._evses = self._station.evses   # the two the rules read on every decision
+        self._free = self._station.free
         self._reservations: dict[int, Reservation] = {}
         self._non_specific_types: Counter[ConnectorType] = Counter()
         self._non_specific_count = 0   # their sum: without any, no decision needs the guarantee
-        # Non-EVSE-specific reservations by casefolded id_token and by casefolded
-        # parent_id_token, each bucket in placement order (reservation id -> placement
-        # number): use and exists by token look up, where a scan of thousands of
-        # reservations per request held up everything else.
-        self._by_token: dict[str, dict[int, int]] = {}
-        self._by_parent: dict[str, dict[int, int]] = {}
-        self._placements = 0
-        # Free EVSEs by signature, and their count (what the guarantee reads).
-        self._free_ids: dict[frozenset[ConnectorType], set[int]] = {}
-        self._free: Counter[frozenset[ConnectorType]] = Counter()
-        self._held_signatures: frozenset[frozenset[ConnectorType]] = frozenset()
-        self._position = {evse_id: n for n, evse_id in enumerate(self._evses)}
-        self._reset_shown({evse_id: None for evse_id in self._evses})
-        self._index_all()
+        self._tokens = TokenIndex()
+        self._view = ReservedView(self._station)
         self._tick = tick
         self._wheel = TimerWheel(tick, now)
         self._expired_at = -math.inf
-        # What changed since take_changes(), for the store. Dicts keep the order
-        # of the last change, which for reservations is placement order.
-        self._dirty_reservations: dict[int, None] = {}
-        self._dirty_evses: dict[int, None] = {}
-        self._taken_seq = seq
+        self._changes = ChangeLog(enabled=record_changes, seq=seq)
+        self._outbox: list[tuple[str, dict[str, Any]]] = []
+        # Reserving is the one command whose decision depends on the time.
         self._handlers = {
-            ReserveNow: self._reserve_now,
             CancelReservation: self._cancel_reservation,
             ExistsReservation: self._exists_reservation,
             ConnectorEvent: self._connector_event,
@@ -206,36 +110,38 @@ class ReservationCore:
             UseReservation: self._use_reservation,
             IsChargingPossible: self._is_charging_possible,
             GetState: self._get_state,
-            Ping: lambda command, now, updates: "pong",
+            Ping: lambda command: "pong",
         }
-
-    def _reset_shown(self, shown: dict[int, Shown]) -> None:
-        """Take `shown` as what evse_reserved last published per EVSE. Nothing
-        is known about what changed since, so the next _publish_reserved
-        compares every EVSE (`_touched` None) instead of the touched ones."""
-        self._shown = shown
-        self._touched: set[int] | None = None
 
     # -- entry points ------------------------------------------------------------
 
     def apply(self, command: Any, now: float) -> Outcome:
-        """Decide `command` at `now`. Raises ProtocolError (invalid_argument)
-        for a command naming what the station does not have, before changing anything."""
-        outcome = Outcome(None)
-        outcome.result = self.decide(command, now, outcome.updates)
-        return outcome
+        """Decide `command` at `now`: its result, and the outbox drained (so
+        anything left undrained before goes with it). Raises ProtocolError
+        (invalid_argument) for a command naming what the station does not have,
+        before changing anything."""
+        result = self.decide(command, now)
+        return Outcome(result, self.updates_to_publish())
 
-    def decide(self, command: Any, now: float, updates: list) -> Any:
-        """apply() for the loop: the result, with the updates appended to `updates`."""
+    def decide(self, command: Any, now: float) -> Any:
+        """apply() for the loop: the result, with the updates left in the outbox."""
         if now != self._expired_at:
             # A reservation past its expiry_time must not take part in any decision.
-            self._expire_into(now, updates)
-        return self._handlers[type(command)](command, now, updates)
+            self._end_due(now)
+        if type(command) is ReserveNow:
+            return self._reserve_now(command, now)
+        return self._handlers[type(command)](command)
+
+    def updates_to_publish(self) -> list[tuple[str, dict[str, Any]]]:
+        """The updates decided since the last call, in seq order; the outbox is
+        left empty. Empty: nothing changed."""
+        updates, self._outbox = self._outbox, []
+        return updates
 
     def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
-        updates: list[tuple[str, dict[str, Any]]] = []
-        self._expire_into(now, updates)
-        return updates
+        """End what is due at `now`; returns the drained outbox."""
+        self._end_due(now)
+        return self.updates_to_publish()
 
     def next_expiry(self) -> float | None:
         return self._wheel.next_expiry()
@@ -263,8 +169,8 @@ class ReservationCore:
         """Take over a stored image on a fresh core, applying what happened while
         the actor was down: reservations past their expiry end Expired; those whose
         EVSE or connector type the station no longer has, or that no longer fit
-        beside older ones, end Removed. Returns the updates to publish."""
-        self.seq = self._taken_seq = stored.seq
+        beside older ones, end Removed. Returns the updates to publish (the drained outbox)."""
+        self.seq = stored.seq
         for evse_id, (plugged_in, states) in stored.evses.items():
             evse = self._evses.get(evse_id)
             if evse is None:
@@ -273,8 +179,7 @@ class ReservationCore:
             for connector_id, state in states.items():
                 if connector_id in evse.connectors:
                     evse.connectors[connector_id].state = state
-        self._index_all()
-        updates: list[tuple[str, dict[str, Any]]] = []
+        self._station.index_all()
         ended = []
         for reservation in stored.reservations:
             if self._restorable(reservation):
@@ -283,22 +188,22 @@ class ReservationCore:
             else:
                 ended.append(reservation)
         # What is linked is what the store holds: only what start-up ends is a change.
-        self._dirty_reservations = {}
+        self._changes = ChangeLog(enabled=self._changes.enabled, seq=stored.seq)
         for reservation in ended:
-            self._dirty_reservations[reservation.reservation_id] = None
-            self._publish_update(reservation, Status.EXPIRED if reservation.expiry <= now
-                                 else Status.REMOVED, updates)
+            self._changes.reservation(reservation.reservation_id)
+            self._publish_update(reservation, ReservationUpdateStatus.EXPIRED
+                                 if reservation.expiry <= now else ReservationUpdateStatus.REMOVED)
         # Listeners last heard evse_reserved for the stored image: start from its
         # view, so that only what the start-up rules change is published again.
-        self._reset_shown(self._reserved_view())
+        self._view.reset(self._view.current(self._non_specific_types, self._non_specific_count))
         for reservation in [r for r in self._reservations.values() if r.expiry <= now]:
-            self._end(reservation, End.EXPIRED, updates)
+            self._end(reservation, ReservationEndReason.EXPIRED)
         # The guarantee under the loaded connector states. Plug flags do not count:
         # plugging in (the reserved car arriving) never removes a reservation.
-        self._drop_non_specific_beyond_guarantee(updates, Counter(
+        self._drop_non_specific_beyond_guarantee(Counter(
             e.signature() for e in self._evses.values() if e.is_free(plug_counts=False)))
-        self._publish_reserved(updates)
-        return updates
+        self._publish_reserved()
+        return self.updates_to_publish()
 
     def _restorable(self, reservation: Reservation) -> bool:
         """A stored reservation the station can still hold: its EVSE (if any) is
@@ -309,89 +214,76 @@ class ReservationCore:
             return True
         evse = self._evses.get(reservation.evse_id)
         return evse is not None and evse.reservation is None and any(
-            c.state == State.AVAILABLE and types_match(car_type(reservation), c.type)
+            c.state == ConnectorState.AVAILABLE and types_match(car_type(reservation), c.type)
             for c in evse.connectors.values())
 
     def take_changes(self) -> Changes | None:
         """What changed since the last call, for the store; None when nothing did."""
-        if not self.record_changes:
-            return None
-        if not self._dirty_reservations and not self._dirty_evses and self.seq == self._taken_seq:
-            return None
-        reservations = self._reservations
-        changes = Changes(
-            seq=self.seq,
-            reservations=[(rid, reservations.get(rid)) for rid in self._dirty_reservations],
-            evses=[(evse.id, evse.plugged_in, [(c.id, c.state) for c in evse.connectors.values()])
-                   for evse in map(self._evses.__getitem__, self._dirty_evses)])
-        self._dirty_reservations = {}
-        self._dirty_evses = {}
-        self._taken_seq = self.seq
-        return changes
+        return self._changes.take(self.seq, self._reservations, self._evses)
 
     # -- commands --------------------------------------------------------------------
 
-    def _reserve_now(self, command: ReserveNow, now: float, updates: list) -> Result:
+    def _reserve_now(self, command: ReserveNow, now: float) -> ReservationResult:
         new = command.request
         old = self._reservations.get(new.reservation_id)
         if old is None:
-            result = self._decide(new, now)
+            result = self._reserve_now_result(new, now)
         else:
             # Replacing is atomic: decide as if the old one were gone, and put
             # it back exactly where it was unless the new one is accepted.
-            order, dirty = self._reservations.copy(), self._dirty_reservations.copy()
-            buckets = [(index, key, index[key].copy()) for index, key in self._token_keys(old)]
+            order, changed = self._reservations.copy(), self._changes.save()
+            buckets = self._tokens.save(old)
             self._unlink(old)
-            result = self._decide(new, now)
-            if result != Result.ACCEPTED:
+            result = self._reserve_now_result(new, now)
+            if result != ReservationResult.ACCEPTED:
                 self._link(old)
-                self._reservations, self._dirty_reservations = order, dirty
-                for index, key, bucket in buckets:
-                    index[key] = bucket
-        if result == Result.ACCEPTED:
+                self._reservations = order
+                self._changes.put_back(changed)
+                self._tokens.put_back(buckets)
+        if result == ReservationResult.ACCEPTED:
             self._link(new)
             self._wheel.schedule(new.reservation_id, new.expiry)
-            self._publish_update(new, Status.PLACED, updates)
-            self._publish_reserved(updates)
+            self._publish_update(new, ReservationUpdateStatus.PLACED)
+            self._publish_reserved()
         return result
 
-    def _cancel_reservation(self, command: CancelReservation, now: float, updates: list) -> bool:
+    def _cancel_reservation(self, command: CancelReservation) -> bool:
         reservation = self._reservations.get(command.reservation_id)
         if reservation is None:
             return False
-        self._end(reservation, End.CANCELLED, updates)
-        self._publish_reserved(updates)
+        self._end(reservation, ReservationEndReason.CANCELLED)
+        self._publish_reserved()
         return True
 
-    def _exists_reservation(self, command: ExistsReservation, now: float, updates: list) -> Check:
+    def _exists_reservation(self, command: ExistsReservation) -> ReservationCheckStatus:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         held = evse.reservation if evse is not None else None
         if held is not None:
             if token_matches(held, command.id_token, command.group_id_token):
-                return Check.RESERVED_FOR_TOKEN
+                return ReservationCheckStatus.RESERVED_FOR_TOKEN
             if command.group_id_token is None and held.parent_id_token is not None:
-                return Check.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
-            return Check.RESERVED_FOR_OTHER_TOKEN
-        if self._matching_non_specific(command.id_token, command.group_id_token) is not None:
-            return Check.RESERVED_FOR_TOKEN
-        return Check.NOT_RESERVED
+                return ReservationCheckStatus.RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN
+            return ReservationCheckStatus.RESERVED_FOR_OTHER_TOKEN
+        if self._oldest_non_specific_match(command.id_token, command.group_id_token) is not None:
+            return ReservationCheckStatus.RESERVED_FOR_TOKEN
+        return ReservationCheckStatus.NOT_RESERVED
 
-    def _use_reservation(self, command: UseReservation, now: float, updates: list) -> int | None:
+    def _use_reservation(self, command: UseReservation) -> int | None:
         evse = self._evses.get(command.evse_id) if command.evse_id is not None else None
         if evse is not None and evse.reservation is not None:
             # On an EVSE held for someone, only that reservation can be used there.
             held = evse.reservation
             match = held if token_matches(held, command.id_token, command.parent_id_token) else None
         else:
-            match = self._matching_non_specific(command.id_token, command.parent_id_token)
+            match = self._oldest_non_specific_match(command.id_token, command.parent_id_token)
         if match is None:
             return None
-        self._end(match, End.USED_TO_START_CHARGING, updates)
-        self._publish_reserved(updates)
+        self._end(match, ReservationEndReason.USED_TO_START_CHARGING)
+        self._publish_reserved()
         return match.reservation_id
 
-    def _connector_event(self, command: ConnectorEvent, now: float, updates: list) -> State:
-        evse = self._evse(command.evse_id)
+    def _connector_event(self, command: ConnectorEvent) -> ConnectorState:
+        evse = self._station.evse(command.evse_id)
         connector = evse.connectors.get(command.connector_id)
         if connector is None:
             raise invalid(f"args.connector_id: EVSE {evse.id} has no connector "
@@ -399,90 +291,89 @@ class ReservationCore:
         state = next_state(connector.state, command.event)
         if state != connector.state:
             connector.state = state
-            self._evse_changed(evse, updates)
-        if connector.state != State.AVAILABLE:
+            self._evse_changed(evse)
+        if connector.state != ConnectorState.AVAILABLE:
             held = evse.reservation
             if held is not None and types_match(car_type(held), connector.type):
-                self._end(held, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
-            self._drop_non_specific_beyond_guarantee(updates, self._free)
-        self._publish_reserved(updates)
+                self._end(held, ReservationEndReason.CONNECTOR_NOT_AVAILABLE)
+            self._drop_non_specific_beyond_guarantee(self._free)
+        self._publish_reserved()
         return connector.state
 
-    def _plug_event(self, command: PlugEvent, now: float, updates: list) -> None:
-        evse = self._evse(command.evse_id)
+    def _plug_event(self, command: PlugEvent) -> None:
+        evse = self._station.evse(command.evse_id)
         # No re-check here: plugging in is how the reserved car itself arrives,
         # before it identifies and uses its reservation.
         if evse.plugged_in != command.plugged_in:
             evse.plugged_in = command.plugged_in
-            self._evse_changed(evse, updates)
-        self._publish_reserved(updates)
+            self._evse_changed(evse)
+        self._publish_reserved()
 
-    def _is_charging_possible(self, command: IsChargingPossible, now: float, updates: list) -> bool:
+    def _is_charging_possible(self, command: IsChargingPossible) -> bool:
         evse = self._evses.get(command.evse_id)
         if evse is None or evse.reservation is not None:
             return False
         return not self._non_specific_count or guarantee_holds(self._non_specific_types,
-                                                               self._free_without(evse))
+                                                               self._station.free_without(evse))
 
-    def _get_state(self, command: GetState, now: float, updates: list) -> dict[str, Any]:
+    def _get_state(self, command: GetState) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "reservations_enabled": self.reservations_enabled,
             "non_evse_specific": self.non_evse_specific,
             "reservations": list(self._reservations.values()),
-            "evses": [{"id": evse.id, **_evse_state(evse), **_reserved_fields(self._shown[evse.id])}
+            "evses": [{"id": evse.id, **evse.state_fields(), **self._view.fields(evse.id)}
                       for evse in self._evses.values()],
         }
 
     # -- decisions ---------------------------------------------------------------------
 
-    def _decide(self, new: Reservation, now: float) -> Result:
+    def _reserve_now_result(self, new: Reservation, now: float) -> ReservationResult:
         if not self.reservations_enabled:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.evse_id is None and not self.non_evse_specific:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.expiry <= now:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if new.evse_id is None:
-            return self._decide_non_specific(car_type(new))
-        return self._decide_specific(new)
+            return self._non_evse_specific_result(car_type(new))
+        return self._evse_specific_result(new)
 
-    def _decide_specific(self, new: Reservation) -> Result:
+    def _evse_specific_result(self, new: Reservation) -> ReservationResult:
         evse = self._evses.get(new.evse_id)
         if evse is None:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if evse.reservation is not None:
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         wanted = car_type(new)
         fitting = [c for c in evse.connectors.values() if types_match(wanted, c.type)]
         if not fitting:
-            return Result.REJECTED
+            return ReservationResult.REJECTED
         if evse.plugged_in:
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         cars = {c.state for c in evse.connectors.values()} & IN_USE
         if cars:
             return _strongest(cars)
-        if all(c.state != State.AVAILABLE for c in fitting):
+        if all(c.state != ConnectorState.AVAILABLE for c in fitting):
             return _strongest(c.state for c in fitting)
         if self._non_specific_count and not guarantee_holds(self._non_specific_types,
-                                                            self._free_without(evse)):
-            return Result.OCCUPIED
-        return Result.ACCEPTED
+                                                            self._station.free_without(evse)):
+            return ReservationResult.OCCUPIED
+        return ReservationResult.ACCEPTED
 
-    def _decide_non_specific(self, wanted: ConnectorType) -> Result:
-        if not self._station_has(wanted):
-            return Result.REJECTED
-        if guarantee_holds(self._with_one_more(wanted), self._free):
-            return Result.ACCEPTED
+    def _non_evse_specific_result(self, wanted: ConnectorType) -> ReservationResult:
+        if not self._station.has(wanted):
+            return ReservationResult.REJECTED
+        if holds_with_one_more(self._non_specific_types, wanted, self._free):
+            return ReservationResult.ACCEPTED
         if self._reservations or any(e.plugged_in for e in self._evses.values()):
-            return Result.OCCUPIED
+            return ReservationResult.OCCUPIED
         return _strongest(
-            State.OCCUPIED if evse.in_use() else c.state
+            ConnectorState.OCCUPIED if evse.in_use() else c.state
             for evse in self._evses.values()
             for c in evse.connectors.values() if types_match(wanted, c.type))
 
-    def _drop_non_specific_beyond_guarantee(self, updates: list,
-                                            free: Counter[frozenset[str]]) -> None:
+    def _drop_non_specific_beyond_guarantee(self, free: Counter[frozenset[str]]) -> None:
         """Keep the oldest non-EVSE-specific reservations that still fit together
         on the `free` EVSEs; remove each newer one that no longer fits beside them."""
         if guarantee_holds(self._non_specific_types, free):
@@ -492,202 +383,78 @@ class ReservationCore:
             kept[car_type(reservation)] += 1
             if not guarantee_holds(kept, free):
                 kept[car_type(reservation)] -= 1
-                self._end(reservation, End.GLOBAL_RESERVATION_REQUIREMENT_DROPPED, updates)
+                self._end(reservation, ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
 
-    # -- what EVSEs show as reserved ---------------------------------------------------------
-
-    def _reserved_view(self) -> dict[int, Shown]:
-        """Per EVSE: its specific reservation's id, HELD_FOR_NON_SPECIFIC when it is
-        held back for non-EVSE-specific reservations, else None."""
-        held = self._held_signatures = self._signatures_held()
-        return {evse.id: self._shown_by(evse, held) for evse in self._evses.values()}
-
-    @staticmethod
-    def _shown_by(evse: Evse, held: frozenset[frozenset[ConnectorType]]) -> Shown:
-        if evse.reservation is not None:
-            return evse.reservation.reservation_id
-        return HELD_FOR_NON_SPECIFIC if evse.free_signature in held else None
-
-    def _signatures_held(self) -> frozenset[frozenset[ConnectorType]]:
-        """The signatures whose free EVSEs are held back for non-EVSE-specific
-        reservations (EVerest's check_number_global_reservations_match_number_available_evses):
-        all usable ones when there are exactly as many as reservations, else those
-        a car of a type that could not get one more reservation could use."""
-        count = self._non_specific_count
-        if not count:
-            return frozenset()
-        free = self._free
-        usable = [g for g, n in free.items() if g and n]
-        if sum(free[g] for g in usable) == count:
-            return frozenset(usable)
-        held: set[frozenset[ConnectorType]] = set()
-        for wanted, n in self._non_specific_types.items():
-            if n and not guarantee_holds(self._with_one_more(wanted), free):
-                held.update(g for g in usable if can_use(wanted, g))
-        return frozenset(held)
-
-    def _publish_reserved(self, updates: list) -> None:
-        before = self._held_signatures
-        held = self._held_signatures = self._signatures_held()
-        touched = self._touched
-        if touched is None:
-            candidates = list(self._evses)
-        else:
-            if before or held:
-                for signature in before ^ held:   # every free EVSE of these flips
-                    touched.update(self._free_ids.get(signature, ()))
-            candidates = sorted(touched, key=self._position.__getitem__) if len(touched) > 1 \
-                else touched
-        self._touched = set()
-        last = self._shown
-        evses = self._evses
-        for evse_id in candidates:
-            shown = self._shown_by(evses[evse_id], held)
-            if last[evse_id] != shown:
-                last[evse_id] = shown
-                self._publish(Topic.EVSE_RESERVED, {"evse_id": evse_id, **_reserved_fields(shown)},
-                              updates)
+    def _publish_reserved(self) -> None:
+        for body in self._view.changes(self._non_specific_types, self._non_specific_count):
+            self._publish(Topic.EVSE_RESERVED, body)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _expire_into(self, now: float, updates: list) -> None:
+    def _end_due(self, now: float) -> None:
         # Nothing can fall due twice at one instant: what is placed must expire after it.
         self._expired_at = now
         due = self._wheel.advance(now)
         if not due:
             return
         for reservation_id in due:
-            self._end(self._reservations[reservation_id], End.EXPIRED, updates)
-        self._publish_reserved(updates)
+            self._end(self._reservations[reservation_id], ReservationEndReason.EXPIRED)
+        self._publish_reserved()
 
-    def _end(self, reservation: Reservation, reason: End, updates: list) -> None:
+    def _end(self, reservation: Reservation, reason: ReservationEndReason) -> None:
         self._unlink(reservation)
         self._wheel.cancel(reservation.reservation_id)
-        self._publish_update(reservation, reason.status, updates)
+        self._publish_update(reservation, reason.status)
 
     def _link(self, reservation: Reservation) -> None:
         self._reservations[reservation.reservation_id] = reservation
-        self._mark_dirty(reservation.reservation_id)
+        self._changes.reservation(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] += 1
             self._non_specific_count += 1
-            self._placements += 1
-            for index, key in self._token_keys(reservation):
-                index.setdefault(key, {})[reservation.reservation_id] = self._placements
+            self._tokens.add(reservation)
         else:
-            self._hold(self._evses[reservation.evse_id], reservation)
+            self._set_evse_reservation(self._evses[reservation.evse_id], reservation)
 
     def _unlink(self, reservation: Reservation) -> None:
         del self._reservations[reservation.reservation_id]
-        self._mark_dirty(reservation.reservation_id)
+        self._changes.reservation(reservation.reservation_id)
         if reservation.evse_id is None:
             self._non_specific_types[car_type(reservation)] -= 1
             self._non_specific_count -= 1
-            for index, key in self._token_keys(reservation):
-                bucket = index[key]
-                del bucket[reservation.reservation_id]
-                if not bucket:
-                    del index[key]
+            self._tokens.remove(reservation)
         else:
-            self._hold(self._evses[reservation.evse_id], None)
+            self._set_evse_reservation(self._evses[reservation.evse_id], None)
 
-    def _hold(self, evse: Evse, reservation: Reservation | None) -> None:
-        """Set `evse`'s specific reservation."""
+    def _set_evse_reservation(self, evse: Evse, reservation: Reservation | None) -> None:
+        """Give `evse` its EVSE-specific reservation (None: it has none now), and
+        file it where that puts it in the free-EVSE index."""
         evse.reservation = reservation
         self._index(evse)
 
     def _index(self, evse: Evse) -> None:
-        """File `evse` under the free signature its state gives it now (O(1);
-        recounting the station would be O(EVSEs)), and mark it for _publish_reserved."""
-        old = evse.free_signature
-        new = evse.signature() if evse.is_free() else None
-        if old != new:
-            if old is not None:
-                bucket = self._free_ids[old]
-                bucket.discard(evse.id)
-                if bucket:
-                    self._free[old] -= 1
-                else:
-                    del self._free_ids[old], self._free[old]
-            if new is not None:
-                self._free_ids.setdefault(new, set()).add(evse.id)
-                self._free[new] += 1
-            evse.free_signature = new
-        if self._touched is not None:
-            self._touched.add(evse.id)
+        self._station.index(evse)
+        self._view.touch(evse.id)
 
-    def _index_all(self) -> None:
-        self._free_ids.clear()
-        self._free.clear()
-        for evse in self._evses.values():
-            evse.free_signature = None
-            self._index(evse)
-
-    def _evse_changed(self, evse: Evse, updates: list) -> None:
+    def _evse_changed(self, evse: Evse) -> None:
         self._index(evse)
-        if self.record_changes:
-            self._dirty_evses[evse.id] = None
-        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **_evse_state(evse)}, updates)
+        self._changes.evse(evse.id)
+        self._publish(Topic.EVSE_STATE, {"evse_id": evse.id, **evse.state_fields()})
 
-    def _mark_dirty(self, reservation_id: int) -> None:
-        if not self.record_changes:
-            return
-        # Move to the end: the store numbers positions in this order.
-        self._dirty_reservations.pop(reservation_id, None)
-        self._dirty_reservations[reservation_id] = None
-
-    def _publish_update(self, reservation: Reservation, status: Status, updates: list) -> None:
+    def _publish_update(self, reservation: Reservation, status: ReservationUpdateStatus) -> None:
         body = {"reservation_id": reservation.reservation_id, "reservation_status": status,
                 "evse_id": reservation.evse_id}
-        if status is Status.PLACED:
+        if status is ReservationUpdateStatus.PLACED:
             # The whole reservation, so a listener can mirror get_state from updates alone.
             body["reservation"] = reservation
-        self._publish(Topic.RESERVATION_UPDATE, body, updates)
+        self._publish(Topic.RESERVATION_UPDATE, body)
 
-    def _publish(self, topic: Topic, body: dict[str, Any], updates: list) -> None:
+    def _publish(self, topic: Topic, body: dict[str, Any]) -> None:
         self.seq += 1
         body["seq"] = self.seq
-        updates.append((topic, body))
+        self._outbox.append((topic, body))
 
-    def _free_without(self, evse: Evse) -> Counter[frozenset[ConnectorType]]:
-        """The free EVSEs once `evse` is taken (by a reservation or a car)."""
-        if evse.free_signature is None:
-            return self._free
-        rest = self._free.copy()
-        rest[evse.free_signature] -= 1
-        return rest
-
-    def _with_one_more(self, wanted: ConnectorType) -> Counter[ConnectorType]:
-        cars = self._non_specific_types.copy()
-        cars[wanted] += 1
-        return cars
-
-    def _station_has(self, wanted: ConnectorType) -> bool:
-        return any(types_match(wanted, t) for t in self._station_types)
-
-    def _token_keys(self, reservation: Reservation) -> list[tuple[dict, str]]:
-        """The token index buckets a non-EVSE-specific reservation is filed in."""
-        if reservation.evse_id is not None:
-            return []
-        keys = [(self._by_token, reservation.id_token.casefold())]
-        if reservation.parent_id_token is not None:
-            keys.append((self._by_parent, reservation.parent_id_token.casefold()))
-        return keys
-
-    def _matching_non_specific(self, id_token: str, parent_token: str | None) -> Reservation | None:
-        """The oldest non-EVSE-specific reservation token_matches() accepts: the
-        older of the first in its token's bucket and the first in its parent's."""
-        buckets = [self._by_token.get(id_token.casefold())]
-        if parent_token is not None:
-            buckets.append(self._by_parent.get(parent_token.casefold()))
-        firsts = [next(iter(bucket.items())) for bucket in buckets if bucket]
-        if not firsts:
-            return None
-        return self._reservations[min(firsts, key=lambda first: first[1])[0]]
-
-    def _evse(self, evse_id: int) -> Evse:
-        evse = self._evses.get(evse_id)
-        if evse is None:
-            raise invalid(f"args.evse_id: no EVSE {evse_id} at this station "
-                          f"(it has {sorted(self._evses)})")
-        return evse
+    def _oldest_non_specific_match(self, id_token: str,
+                                   parent_token: str | None) -> Reservation | None:
+        reservation_id = self._tokens.oldest_match(id_token, parent_token)
+        return None if reservation_id is None else self._reservations[reservation_id]

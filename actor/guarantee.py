@@ -1,8 +1,9 @@
-"""Exact, polynomial-time check of EVerest's global-reservation guarantee.
+"""Exact, polynomial-time check of EVerest's guarantee for non-EVSE-specific
+reservations (EVerest's "global" reservations).
 
 Theory of operation
 -------------------
-Each global reservation is a car of some connector type that will arrive later
+Each non-EVSE-specific reservation is a car of some connector type that will arrive later
 and take *any* free EVSE it can use. The guarantee is adversarial: it must hold
 for every arrival order and every choice each car makes among the EVSEs it can
 use. EVerest checks this by enumerating all of them, which is factorial.
@@ -32,6 +33,7 @@ type and per signature, so the cost does not depend on the number of EVSEs or
 cars beyond grouping them.
 """
 
+from collections import Counter
 from collections.abc import Mapping
 
 from protocol.vocabulary import ConnectorType
@@ -87,6 +89,15 @@ def guarantee_holds(
         if _saturates(supply, adj, room, reach, need):
             return False
     return True
+
+
+def holds_with_one_more(
+    cars: Mapping[str, int], wanted: str, free: Mapping[frozenset[str], int]
+) -> bool:
+    """Whether one more car of type `wanted` would keep the guarantee."""
+    more = Counter(cars)
+    more[wanted] += 1
+    return guarantee_holds(more, free)
 
 
 def _saturates(

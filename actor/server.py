@@ -381,10 +381,12 @@ class Actor:
                 break
             if frames is _PARKED:
                 continue
-            published = len(updates)
-            frames[-1] = self._decide_request(frames, now, updates)
-            if first_write is None and len(updates) != published:
-                first_write = len(replies)
+            frames[-1] = self._decide_request(frames, now)
+            decided = self.core.updates_to_publish()
+            if decided:
+                if first_write is None:
+                    first_write = len(replies)
+                updates += decided
             replies.append(frames)
             budget -= len(frames[-1])
             if budget <= 0 or time.perf_counter() >= stop_at:
@@ -480,7 +482,7 @@ class Actor:
         if len(self._gone) > MAX_GONE:
             del self._gone[next(iter(self._gone))]
 
-    def _decide_request(self, frames: list[bytes], now: float, updates: list) -> bytes:
+    def _decide_request(self, frames: list[bytes], now: float) -> bytes:
         """The encoded reply to one request. Everything before its last frame
         is the route back (REQ's empty delimiter included)."""
         self.requests += 1
@@ -501,7 +503,7 @@ class Actor:
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
                 return self._encode.result(request_id, answer_here())
-            return self._encode.result(request_id, self.core.decide(command, now, updates))
+            return self._encode.result(request_id, self.core.decide(command, now))
         except ProtocolError as error:
             self.errors[error.code] += 1
             if request_id is None:

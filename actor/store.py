@@ -22,13 +22,13 @@ from protocol.messages import reservation_from
 from protocol.vocabulary import ConnectorState
 from protocol.wire import ProtocolError
 
-from .core import Changes, StoredState
+from .config import SYNCHRONOUS_MODES
+from .changes import Changes, StoredState
 
 log = logging.getLogger("reservation_actor")
 
 SCHEMA_VERSION = 1
 MEMORY = ":memory:"
-SYNCHRONOUS_MODES = ("full", "normal")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);

@@ -47,6 +47,9 @@ class ReservationEndReason(StrEnum):
     CANCELLED = "Cancelled"
     USED_TO_START_CHARGING = "UsedToStartCharging"
     GLOBAL_RESERVATION_REQUIREMENT_DROPPED = "GlobalReservationRequirementDropped"
+    # Not EVerest's: a connector of an EVSE-specific reservation's type left
+    # Available. EVerest ends it Cancelled, but no one cancelled it.
+    CONNECTOR_NOT_AVAILABLE = "ConnectorNotAvailable"
 
     @property
     def status(self) -> ReservationUpdateStatus:
@@ -58,6 +61,7 @@ _END_STATUS = {
     ReservationEndReason.CANCELLED: ReservationUpdateStatus.CANCELLED,
     ReservationEndReason.USED_TO_START_CHARGING: ReservationUpdateStatus.USED,
     ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED: ReservationUpdateStatus.REMOVED,
+    ReservationEndReason.CONNECTOR_NOT_AVAILABLE: ReservationUpdateStatus.REMOVED,
 }
 
 

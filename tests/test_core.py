@@ -1023,3 +1023,13 @@ def test_get_state_of_fresh_station():
                            {"id": 5, "type": CCS, "state": "Available"}]),
         (3, False, False, [{"id": 1, "type": UNKNOWN, "state": "Available"}]),
     ]
+
+
+def test_decide_leaves_its_updates_in_the_outbox_until_drained():
+    core = make_core()
+    assert core.decide(parse_command("reserve_now", {"request": request(1, evse=1)}), NOW) == "Accepted"
+    placed = core.updates_to_publish()
+    assert [(topic, body["seq"]) for topic, body in placed] == [(UPDATE, 1), (RESERVED, 2)]
+    assert core.updates_to_publish() == []
+    assert core.decide(ExistsReservation("TOKEN", 1), NOW) == "ReservedForToken"
+    assert core.updates_to_publish() == []          # a read changes nothing

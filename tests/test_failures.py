@@ -17,7 +17,8 @@ import msgpack
 import pytest
 import zmq
 
-from actor.core import ReservationCore, StoredState
+from actor.changes import StoredState
+from actor.core import ReservationCore
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
 from actor.server import TRACKED_REPLY_BYTES
 from bench.procs import cpu_seconds, station_config

@@ -26,8 +26,9 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from actor.changes import Changes
 from actor.config import Config, EvseConfig
-from actor.core import Changes, ReservationCore
+from actor.core import ReservationCore
 from actor.server import Actor
 from actor.store import (MAX_COUNTER, MEMORY, SCHEMA_VERSION, MemoryStore, Store, StoreError,
                          open_store)
