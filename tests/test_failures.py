@@ -19,7 +19,7 @@ import zmq
 
 from actor.core import ReservationCore, StoredState
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
-from actor.server import TRACKED_REPLY_BYTES
+from actor.flow import TRACKED_REPLY_BYTES
 from bench.procs import cpu_seconds, station_config
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
@@ -228,7 +228,7 @@ def test_restore_removes_a_specific_reservation_its_evse_can_no_longer_honour():
 # tracks whether the flooder reads them; bounds this small park the flooder after a few.
 FLOOD_EVSES = 200
 FLOOD_LIMITS = {"turn_reply_bytes": 32 * 1024, "peer_unread_bytes": 64 * 1024}
-# An unbounded actor decides a whole turn of them (BATCH, 256) before it reads the other's ping.
+# An unbounded actor decides a whole turn of them (MAX_REQUESTS_PER_TURN, 256) before it reads the other's ping.
 FLOOD = 300
 
 
