@@ -46,7 +46,6 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterator
 
-import msgspec
 import zmq
 
 from protocol.messages import decode_args
@@ -258,9 +257,9 @@ class Actor:
 
     def turn(self, poller: zmq.Poller) -> None:
         now = self._wait(poller)
-        replies, updates, first_write = self._decide(now)
-        if not self._commit(now, wrote=first_write is not None, updates=updates):
-            self._refuse_writes(replies, first_write)
+        replies, updates, wrote, provisional = self._decide(now)
+        if not self._commit(now, wrote=wrote, updates=updates):
+            self._refuse_writes(provisional)
             updates = []
         self._reply(replies)
         self._publish(updates)
@@ -297,27 +296,33 @@ class Actor:
             timeout = poll_ms(deadline, now)
         return self._flow.poll_ms(timeout)
 
-    def _decide(self, now: float) -> tuple[list[list[bytes]], list, int | None]:
-        """This turn's replies (each with its route) and updates, and the index
-        of the first reply whose request changed something (None if none did)."""
+    def _decide(self, now: float) -> tuple[list[list[bytes]], list, bool,
+                                           list[tuple[list[bytes], Any]]]:
+        """This turn's replies (each with its route) and updates, whether a
+        request changed something, and the provisional replies: each success
+        from the first such request on (it saw those changes), with its request
+        id, which stands only if the turn's commit does."""
         updates, self._unstored = self._unstored, []
         updates += self.core.expire(now)
         replies = []
-        first_write = None
+        wrote = False
+        provisional = []
         budget = self._turn_reply_bytes
         # Time as well as bytes: cheap replies can take long to decide. Measured
         # here, in the loop; the core never reads a clock.
         stop_at = time.perf_counter() + self._turn_decide_s
         for frames in self._requests():
             published = len(updates)
-            frames[-1] = self._decide_request(frames, now, updates)
-            if first_write is None and len(updates) != published:
-                first_write = len(replies)
+            frames[-1], request_id, ok = self._decide_request(frames, now, updates)
+            if not wrote and len(updates) != published:
+                wrote = True
+            if ok and wrote:
+                provisional.append((frames, request_id))
             replies.append(frames)
             budget -= len(frames[-1])
             if budget <= 0 or time.perf_counter() >= stop_at:
                 break
-        return replies, updates, first_write
+        return replies, updates, wrote, provisional
 
     def _requests(self) -> Iterator[list[bytes]]:
         """The requests to decide this turn, each as its frames: read from the
@@ -357,9 +362,11 @@ class Actor:
             frames.append(frame.bytes)
         return frames, frame
 
-    def _decide_request(self, frames: list[bytes], now: float, updates: list) -> bytes:
-        """The encoded reply to one request. Everything before its last frame
-        is the route back (REQ's empty delimiter included)."""
+    def _decide_request(self, frames: list[bytes], now: float,
+                        updates: list) -> tuple[bytes, Any, bool]:
+        """The encoded reply to one request, the request's id, and whether the
+        reply is a success. Everything before its last frame is the route back
+        (REQ's empty delimiter included)."""
         self.requests += 1
         request_id = None
         try:
@@ -377,19 +384,21 @@ class Actor:
             command = decode_args(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
-                return self._encode.result(request_id, answer_here())
-            return self._encode.result(request_id, self.core.decide(command, now, updates))
+                return self._encode.result(request_id, answer_here()), request_id, True
+            return (self._encode.result(request_id, self.core.decide(command, now, updates)),
+                    request_id, True)
         except ProtocolError as error:
             self.errors[error.code] += 1
             if request_id is None:
                 request_id = error.request_id
-            return self._encode.error(request_id, error.code, error.message)
+            return self._encode.error(request_id, error.code, error.message), request_id, False
         except Exception:
             log.exception("internal error while handling a request")
             self.errors[ErrorCode.INTERNAL] += 1
             return self._encode.error(
                 request_id, ErrorCode.INTERNAL,
-                "the actor failed on this request; it was logged and the actor keeps serving")
+                "the actor failed on this request; it was logged and the actor keeps serving"
+            ), request_id, False
 
     def _commit(self, now: float, *, wrote: bool, updates: list) -> bool:
         """Store what the turn changed; True when its updates may go out.
@@ -421,18 +430,13 @@ class Actor:
             log.error("%s; still failing, %d attempts", exc, self._retry.failures)
         self.core, self._unstored = self._load_core()
 
-    def _refuse_writes(self, replies: list[list[bytes]], first_write: int | None) -> None:
-        """After a failed commit: store_failed for each request that changed
-        something and each decided after it (it saw those changes); refusals of
-        bad input stand."""
-        if first_write is None:
-            return
-        for frames in replies[first_write:]:
-            reply = msgspec.msgpack.decode(frames[-1])
-            if reply["ok"]:
-                self.errors[ErrorCode.STORE_FAILED] += 1
-                frames[-1] = self._encode.error(reply["id"], ErrorCode.STORE_FAILED,
-                                                _STORE_FAILED_MESSAGE)
+    def _refuse_writes(self, provisional: list[tuple[list[bytes], Any]]) -> None:
+        """After a failed commit: store_failed instead of each provisional reply
+        (see _decide); refusals of bad input stand."""
+        for frames, request_id in provisional:
+            self.errors[ErrorCode.STORE_FAILED] += 1
+            frames[-1] = self._encode.error(request_id, ErrorCode.STORE_FAILED,
+                                            _STORE_FAILED_MESSAGE)
 
     def _reply(self, replies: list[list[bytes]]) -> None:
         send = self.router.send
