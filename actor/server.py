@@ -6,10 +6,11 @@ A loop turn is five steps, one method each:
 
 1. wait: poll until a request, a ZAP request or a signal arrives, the next
    expiry is due, or a held-back commit is to be retried; read the clock once.
-2. decide: end what expired, then take requests (up to BATCH, and no more once
-   the turn's replies pass `turn_reply_bytes` or it has decided for
-   `turn_decide_ms`) and decide each with the core; `stats` is answered here,
-   from the loop's own counters.
+2. decide: end what expired, then take requests (up to MAX_REQUESTS_PER_TURN,
+   as flow.FlowControl lets them through, and no more once the turn's replies
+   pass `turn_reply_bytes` or it has decided for `turn_decide_ms`) and decide
+   each with the core, noting which replies are successes; `stats` is answered
+   here, from the loop's own counters.
 3. commit: store what the turn changed in one transaction (group commit: one
    fsync per turn, not per request). Nothing leaves before its commit.
 4. reply, with the routing frames each request came with.
@@ -43,7 +44,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 import zmq
@@ -77,6 +78,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _TOPIC_FRAMES = {topic: topic.value.encode() for topic in Topic}
+_INTERNAL_MESSAGE = "the actor failed on this request; it was logged and the actor keeps serving"
 _STORE_FAILED_MESSAGE = ("the store could not record this turn's changes (disk full or I/O "
                          "error), so nothing was changed; the actor keeps serving, retry later")
 
@@ -256,6 +258,7 @@ class Actor:
     # -- one loop turn ----------------------------------------------------------------
 
     def turn(self, poller: zmq.Poller) -> None:
+        """Wait, decide, commit, reply, publish (see the module's docstring)."""
         now = self._wait(poller)
         replies, updates, wrote, provisional = self._decide(now)
         if not self._commit(now, wrote=wrote, updates=updates):
@@ -275,6 +278,11 @@ class Actor:
                 self.zap.handle()
             elif sock in self.guard.wakers:
                 self.guard.handle(sock)
+        return self._now()
+
+    def _now(self) -> float:
+        """The clock, read once per turn; after a wall-clock step, what was
+        scheduled against the old time is moved to the new one."""
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
@@ -388,17 +396,14 @@ class Actor:
             return (self._encode.result(request_id, self.core.decide(command, now, updates)),
                     request_id, True)
         except ProtocolError as error:
-            self.errors[error.code] += 1
             if request_id is None:
                 request_id = error.request_id
-            return self._encode.error(request_id, error.code, error.message), request_id, False
+            code, message = error.code, error.message
         except Exception:
             log.exception("internal error while handling a request")
-            self.errors[ErrorCode.INTERNAL] += 1
-            return self._encode.error(
-                request_id, ErrorCode.INTERNAL,
-                "the actor failed on this request; it was logged and the actor keeps serving"
-            ), request_id, False
+            code, message = ErrorCode.INTERNAL, _INTERNAL_MESSAGE
+        self.errors[code] += 1
+        return self._encode.error(request_id, code, message), request_id, False
 
     def _commit(self, now: float, *, wrote: bool, updates: list) -> bool:
         """Store what the turn changed; True when its updates may go out.
@@ -439,7 +444,7 @@ class Actor:
                                             _STORE_FAILED_MESSAGE)
 
     def _reply(self, replies: list[list[bytes]]) -> None:
-        send = self.router.send
+        send = self.router.send   # looked up once, not per frame: this is the hot path
         flow = self._flow
         track_from = flow.track_from
         for frames in replies:
@@ -459,7 +464,7 @@ class Actor:
     def _publish(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         if not updates:
             return
-        send = self.pub.send
+        send = self.pub.send   # looked up once, as in _reply
         pack = self._encode.pack
         for topic, body in updates:
             send(_TOPIC_FRAMES[topic], _MORE)
