@@ -28,7 +28,7 @@ log = logging.getLogger("reservation_actor")
 
 TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
 MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
-PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
+PARKED_RECHECK_MS = 5               # how often the loop looks at parked peers' unread replies
 MAX_GONE = 1024                     # peers found gone, remembered while what they sent is read
 
 
@@ -158,17 +158,9 @@ class FlowControl:
     def forget_caught_up(self) -> None:
         """Stop tracking the peers with nothing parked and nothing unread."""
         peers = self._peers
-        if peers:
-            for identity in [i for i, p in peers.items() if not p.parked and not p.unread_bytes()]:
-                del peers[identity]
-            self.watching = bool(peers or self._gone)
-
-    def poll_ms(self, timeout: int | None) -> int | None:
-        """`timeout`, shortened so that parked peers are looked at again in time:
-        nothing wakes the poller when their replies leave."""
-        if self.waiting:
-            return PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
-        return timeout
+        for identity in [i for i, p in peers.items() if not p.parked and not p.unread_bytes()]:
+            del peers[identity]
+        self.watching = bool(peers or self._gone)
 
     def _park(self, identity: bytes, peer: _Peer, frames: list[bytes], fd: int) -> None:
         socket_there = socket_at(fd)

@@ -57,7 +57,7 @@ from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
-from .flow import FlowControl
+from .flow import PARKED_RECHECK_MS, FlowControl
 from .retry import RETRY_CAP, CommitRetry, Note
 from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
@@ -278,11 +278,6 @@ class Actor:
                 self.zap.handle()
             elif sock in self.guard.wakers:
                 self.guard.handle(sock)
-        return self._now()
-
-    def _now(self) -> float:
-        """The clock, read once per turn; after a wall-clock step, what was
-        scheduled against the old time is moved to the new one."""
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
@@ -302,7 +297,10 @@ class Actor:
                 retry_at = self._retry.next_attempt(now)
                 deadline = retry_at if deadline is None else min(deadline, retry_at)
             timeout = poll_ms(deadline, now)
-        return self._flow.poll_ms(timeout)
+        if self._flow.waiting:
+            # Nothing wakes the poller when a parked peer's replies leave.
+            timeout = PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
+        return timeout
 
     def _decide(self, now: float) -> tuple[list[list[bytes]], list, bool,
                                            list[tuple[list[bytes], Any]]]:
@@ -459,7 +457,8 @@ class Actor:
             except zmq.ZMQError:
                 # The peer is past its high-water mark or gone: never wait for it.
                 self.replies_dropped += 1
-        flow.forget_caught_up()
+        if flow.watching:   # a call per turn only while there is something to forget
+            flow.forget_caught_up()
 
     def _publish(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         if not updates:
