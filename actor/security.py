@@ -7,7 +7,9 @@ thread; we bind a REP socket there instead and register it in the actor's
 poller, so authentication is one more event in the single-threaded loop and
 shares no state across threads. A client key is let in only if its public key
 is one of the certificates in `authorized_keys`; anything else (another
-mechanism, an unknown key) is refused with status 400 and counted.
+mechanism, an unknown key) is refused with status 400 and counted. The policy
+is answer_zap, a pure function from a request's frames to the reply's; the
+ZapHandler around it receives, sends, counts and logs.
 
 Refusals are logged sparingly: a refused client reconnects every 100 ms by
 default, and a hostile one can make new keys at will, so one line per
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("reservation_actor")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_VERSION = b"1.0"         # RFC 27, the only version there is
+CURVE_KEY_BYTES = 32
 LOGGED_REFUSALS = 5          # refusal lines per window, one per key at most
 REFUSAL_LOG_WINDOW = 60.0    # seconds
 SHED_LOG_EVERY = 60.0        # seconds between "still out of descriptors" lines
@@ -103,7 +107,7 @@ class CurveKeys:
 
 def _is_z85_key(key: bytes) -> bool:
     try:
-        return len(z85.decode(key)) == 32
+        return len(z85.decode(key)) == CURVE_KEY_BYTES
     except (KeyError, ValueError):    # a character outside Z85, or a length not a multiple of 5
         return False
 
@@ -126,6 +130,39 @@ def curve_keys(config: "Config", *, insecure: bool) -> CurveKeys | None:
     return None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A client refused: what the log says about it."""
+    mechanism: bytes
+    address: bytes
+    key: bytes | None   # z85; None when it offered no CURVE key
+
+
+def answer_zap(request: list[bytes], authorized: frozenset[bytes]) -> tuple[list[bytes],
+                                                                            Refusal | None]:
+    """The reply frames to one ZAP request (RFC 27), and the refusal it made,
+    if any. Let in: a CURVE client whose public key (z85) is in `authorized`.
+    A request libzmq would not send (another version, fewer than six frames)
+    gets status 400 and is no client refused: nobody asked to connect."""
+    if len(request) < 6:
+        # Answer what can be answered: REP must reply, and the asker may wait.
+        head = request[:2] if len(request) >= 2 else [ZAP_VERSION, b""]
+        return [*head, b"400", b"malformed ZAP request", b"", b""], None
+    # version, request id, domain, address, identity, mechanism, credentials...
+    version, request_id, _domain, address, _identity, mechanism = request[:6]
+    if version != ZAP_VERSION:
+        return [ZAP_VERSION, request_id, b"400",
+                b"unsupported ZAP version (only " + ZAP_VERSION + b")", b"", b""], None
+    credentials = request[6:]
+    # A CURVE credential is the client's 32-byte public key; anything else is no key.
+    curve = mechanism == b"CURVE" and credentials and len(credentials[0]) == CURVE_KEY_BYTES
+    key = z85.encode(credentials[0]) if curve else None
+    if key is not None and key in authorized:
+        return [version, request_id, b"200", b"OK", key, b""], None
+    return ([version, request_id, b"400", b"not authorized", b"", b""],
+            Refusal(mechanism, address, key))
+
+
 class ZapHandler:
     """Answers libzmq's ZAP requests for both sockets from the actor's loop."""
 
@@ -144,27 +181,18 @@ class ZapHandler:
     def handle(self) -> None:
         while True:
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                request = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) < 6:
-                # Not a ZAP request libzmq would send; answer what can be answered.
-                head = frames[:2] if len(frames) >= 2 else [b"1.0", b""]
-                self.socket.send_multipart([*head, b"400", b"malformed ZAP request", b"", b""])
-                continue
-            # version, request id, domain, address, identity, mechanism, credentials...
-            version, request_id, _domain, address, _identity, mechanism = frames[:6]
-            credentials = frames[6:]
-            key = z85.encode(credentials[0]) if mechanism == b"CURVE" and credentials else None
-            if key is not None and key in self.keys.authorized:
-                reply = [b"200", b"OK", key]
-            else:
-                self._refuse(mechanism, address, key)
-                reply = [b"400", b"not authorized", b""]
-            self.socket.send_multipart([version, request_id, *reply, b""])
+            reply, refusal = answer_zap(request, self.keys.authorized)
+            if refusal is not None:
+                self._refuse(refusal)
+            self.socket.send_multipart(reply)
 
-    def _refuse(self, mechanism: bytes, address: bytes, key: bytes | None) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
+        """Count it; log it unless the window's lines are spent (see the module's docstring)."""
         self.refused += 1
+        key = refusal.key
         now = self._clock()
         if now - self._window_start >= REFUSAL_LOG_WINDOW:
             if self._unlogged:
@@ -180,7 +208,8 @@ class ZapHandler:
         self._logged_keys.add(key)
         log.warning("refused a %s client from %s: key %s not in authorized_keys (further "
                     "refusals are summarised at most every %g s)",
-                    mechanism.decode(errors="replace"), address.decode(errors="replace"),
+                    refusal.mechanism.decode(errors="replace"),
+                    refusal.address.decode(errors="replace"),
                     key.decode() if key is not None else "(none)", REFUSAL_LOG_WINDOW)
 
     def close(self) -> None:

@@ -6,10 +6,11 @@ A loop turn is five steps, one method each:
 
 1. wait: poll until a request, a ZAP request or a signal arrives, the next
    expiry is due, or a held-back commit is to be retried; read the clock once.
-2. decide: end what expired, then take requests (up to BATCH, and no more once
-   the turn's replies pass `turn_reply_bytes` or it has decided for
-   `turn_decide_ms`) and decide each with the core; `stats` is answered here,
-   from the loop's own counters.
+2. decide: end what expired, then take requests (up to MAX_REQUESTS_PER_TURN,
+   as flow.FlowControl lets them through, and no more once the turn's replies
+   pass `turn_reply_bytes` or it has decided for `turn_decide_ms`) and decide
+   each with the core, noting which replies are successes; `stats` is answered
+   here, from the loop's own counters.
 3. commit: store what the turn changed in one transaction (group commit: one
    fsync per turn, not per request). Nothing leaves before its commit.
 4. reply, with the routing frames each request came with.
@@ -27,15 +28,8 @@ Fairness. A turn is bounded by the bytes of its replies and by the time spent
 deciding as well as by their number, so one client's expensive requests (a
 get_state on a large station, or many cheap replies that are slow to decide)
 leave room between them for expiries and other clients. A peer whose replies
-are not being read stops being served: replies of TRACKED_REPLY_BYTES or more
-are tracked until libzmq has handed them to the kernel, and while more than
-`peer_unread_bytes` of a peer's are still waiting, its requests are parked, in
-order, and decided once it catches up (at most MAX_PARKED; past that they are
-shed, like messages past a high-water mark, and counted). Parked requests and
-requests read from the ROUTER take turns, so a backlog never starves the
-others; the parked requests of a peer that disconnected are dropped undecided
-(and counted), found by the connection they came on being closed, and so is
-what it sent before leaving that is read afterwards.
+are not being read stops being served: flow.FlowControl parks its requests
+until it catches up, and says which request is next.
 """
 
 from __future__ import annotations
@@ -50,10 +44,9 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter, deque
-from typing import Any, Callable
+from collections import Counter
+from typing import Any, Callable, Iterator
 
-import msgspec
 import zmq
 
 from protocol.messages import decode_args
@@ -64,21 +57,19 @@ from . import logs
 from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
+from .flow import PARKED_RECHECK_MS, FlowControl
 from .retry import RETRY_CAP, CommitRetry, Note
 from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
 
 log = logging.getLogger("reservation_actor")
 
-BATCH = 256   # requests decided per loop turn before replying; bounds reply latency
+# Requests taken per loop turn (decided, parked or dropped) before replying; bounds reply latency.
+MAX_REQUESTS_PER_TURN = 256
 # Proxies add routing frames; more than this is not a route but an attack on memory.
 MAX_FRAMES = 8
 PUB_HIGH_WATER_MARK = 10_000   # updates queued per listener before PUB drops for it
 MAX_SLEEP_MS = 1000   # longest poll while a reservation is armed
-TRACKED_REPLY_BYTES = 16 * 1024     # smaller replies cannot pile up much below the high-water mark
-MAX_PARKED = 1000                   # requests held for one peer that does not read its replies
-PARKED_RECHECK_MS = 5               # how often a parked peer's unread replies are looked at
-MAX_GONE = 1024                     # peers found gone, remembered while what they sent is read
 
 # Frames are sent with Socket.send and int flags: send_multipart's checks and
 # flag arithmetic cost more than the send itself (a third of publishing).
@@ -87,9 +78,9 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _TOPIC_FRAMES = {topic: topic.value.encode() for topic in Topic}
+_INTERNAL_MESSAGE = "the actor failed on this request; it was logged and the actor keeps serving"
 _STORE_FAILED_MESSAGE = ("the store could not record this turn's changes (disk full or I/O "
                          "error), so nothing was changed; the actor keeps serving, retry later")
-_PARKED = object()   # _next_request: a request was read and parked, not to be decided now
 
 
 def _refuse_live_ipc(endpoint: str) -> None:
@@ -107,25 +98,6 @@ def _refuse_live_ipc(endpoint: str) -> None:
     raise zmq.ZMQError(errno.EADDRINUSE, f"{endpoint} is in use by another process")
 
 
-def _socket_at(fd: int) -> tuple[int, int] | None:
-    """What is open on a connection's file descriptor (the ZMQ_SRCFD of a message
-    that came on it): the socket's (device, inode), None once libzmq has closed it
-    because the peer disconnected.
-
-    Why not a socket monitor: its DISCONNECTED events carry only the fd, which
-    the next connection may reuse before the event is read, and a full monitor
-    pipe drops events. The inode tells one socket from the next on the same fd,
-    and asking costs one fstat, only for peers whose requests are parked. A
-    connection without an fd (inproc) is never taken for gone."""
-    if fd < 0:
-        return fd, fd
-    try:
-        status = os.fstat(fd)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
-
-
 def poll_ms(deadline: float, now: float) -> int:
     """How long to poll to wake by `deadline`, for any two floats: 0 when it
     is due or past (or not a number), at most MAX_SLEEP_MS however far. zmq_poll
@@ -137,35 +109,6 @@ def poll_ms(deadline: float, now: float) -> int:
     if remaining >= MAX_SLEEP_MS / 1000:
         return MAX_SLEEP_MS
     return math.ceil(remaining * 1000)
-
-
-class _Peer:
-    """One peer's replies that libzmq has not yet handed to the kernel (the
-    tracked ones), the requests parked until it reads them, and the connection
-    they came on."""
-
-    __slots__ = ("sending", "unread", "parked", "connection")
-
-    def __init__(self) -> None:
-        self.sending: deque[tuple[zmq.MessageTracker, int]] = deque()
-        self.unread = 0
-        self.parked: deque[list[bytes]] = deque()
-        self.connection: tuple[int, tuple[int, int]] | None = None   # fd, _socket_at(fd)
-
-    def gone(self) -> bool:
-        """Whether the connection its parked requests came on is closed. libzmq
-        closes the fd as soon as it sees the disconnect; a peer's queued replies
-        are dropped (making it look caught up) only later, once everything it
-        sent has been read, so a gone peer is seen as gone when its turn comes."""
-        fd, socket_there = self.connection
-        return _socket_at(fd) != socket_there
-
-    def unread_bytes(self) -> int:
-        sending = self.sending
-        # One pipe per peer, sent in order: replies are done in order too.
-        while sending and sending[0][0].done:
-            self.unread -= sending.popleft()[1]
-        return self.unread
 
 
 class Actor:
@@ -183,12 +126,8 @@ class Actor:
         self.core, self._unstored = self._load_core()
         self._retry = CommitRetry()
         self._turn_reply_bytes = config.turn_reply_bytes or math.inf
-        self._peer_unread_bytes = config.peer_unread_bytes or math.inf
+        self._flow = FlowControl(config.peer_unread_bytes or math.inf)
         self._turn_decide_s = config.turn_decide_ms / 1000 or math.inf
-        self._peers: dict[bytes, _Peer] = {}
-        self._waiting: dict[bytes, _Peer] = {}    # peers with parked requests
-        self._parked_next = False   # parked and read requests take turns
-        self._gone: dict[bytes, None] = {}         # peers found gone, oldest first
         self._answered_here = {Command.STATS: self._stats}
         self._encode = Encoder()
         self.started = time.monotonic()
@@ -196,8 +135,6 @@ class Actor:
         self.errors: Counter[str] = Counter()
         self.updates_published = 0
         self.replies_dropped = 0
-        self.requests_shed = 0
-        self.requests_abandoned = 0
         self.store_failures = 0
         self._stopping = False
         self._router_readable = False
@@ -321,10 +258,11 @@ class Actor:
     # -- one loop turn ----------------------------------------------------------------
 
     def turn(self, poller: zmq.Poller) -> None:
+        """Wait, decide, commit, reply, publish (see the module's docstring)."""
         now = self._wait(poller)
-        replies, updates, first_write = self._decide(now)
-        if not self._commit(now, wrote=first_write is not None, updates=updates):
-            self._refuse_writes(replies, first_write)
+        replies, updates, wrote, provisional = self._decide(now)
+        if not self._commit(now, wrote=wrote, updates=updates):
+            self._refuse_writes(provisional)
             updates = []
         self._reply(replies)
         self._publish(updates)
@@ -359,74 +297,63 @@ class Actor:
                 retry_at = self._retry.next_attempt(now)
                 deadline = retry_at if deadline is None else min(deadline, retry_at)
             timeout = poll_ms(deadline, now)
-        if self._waiting:
+        if self._flow.waiting:
             # Nothing wakes the poller when a parked peer's replies leave.
             timeout = PARKED_RECHECK_MS if timeout is None else min(timeout, PARKED_RECHECK_MS)
         return timeout
 
-    def _decide(self, now: float) -> tuple[list[list[bytes]], list, int | None]:
-        """This turn's replies (each with its route) and updates, and the index
-        of the first reply whose request changed something (None if none did)."""
+    def _decide(self, now: float) -> tuple[list[list[bytes]], list, bool,
+                                           list[tuple[list[bytes], Any]]]:
+        """This turn's replies (each with its route) and updates, whether a
+        request changed something, and the provisional replies: each success
+        from the first such request on (it saw those changes), with its request
+        id, which stands only if the turn's commit does."""
         updates, self._unstored = self._unstored, []
         updates += self.core.expire(now)
         replies = []
-        first_write = None
+        wrote = False
+        provisional = []
         budget = self._turn_reply_bytes
         # Time as well as bytes: cheap replies can take long to decide. Measured
         # here, in the loop; the core never reads a clock.
         stop_at = time.perf_counter() + self._turn_decide_s
-        for _ in range(BATCH):
-            frames = self._next_request()
-            if frames is None:
-                break
-            if frames is _PARKED:
-                continue
-            frames[-1] = self._decide_request(frames, now)
+        for frames in self._requests():
+            frames[-1], request_id, ok = self._decide_request(frames, now)
             decided = self.core.updates_to_publish()
             if decided:
-                if first_write is None:
-                    first_write = len(replies)
+                wrote = True
                 updates += decided
+            if ok and wrote:
+                provisional.append((frames, request_id))
             replies.append(frames)
             budget -= len(frames[-1])
             if budget <= 0 or time.perf_counter() >= stop_at:
                 break
-        return replies, updates, first_write
+        return replies, updates, wrote, provisional
 
-    def _next_request(self) -> list[bytes] | object | None:
-        """The frames of the next request to decide, a parked one whose peer
-        caught up and one from the ROUTER by turns, so neither starves the
-        other; _PARKED when what was read had to wait or was dropped; None when
-        nothing is there."""
-        if self._waiting and self._parked_next:
-            frames = self._unparked()
-            if frames is not None:
-                self._parked_next = False
-                return frames
-        self._parked_next = True
-        frames = self._read()
-        if frames is None and self._waiting:
-            return self._unparked()
-        return frames
+    def _requests(self) -> Iterator[list[bytes]]:
+        """The requests to decide this turn, each as its frames: read from the
+        ROUTER and, by turns, parked ones whose peer caught up, so neither
+        starves the other. Those flow control holds back count towards
+        MAX_REQUESTS_PER_TURN too, so a turn reads a bounded number."""
+        flow = self._flow
+        for _ in range(MAX_REQUESTS_PER_TURN):
+            frames = flow.parked_turn() if flow.waiting else None
+            if frames is None:
+                received = self._receive()
+                if received is None:
+                    frames = flow.next_parked() if flow.waiting else None
+                    if frames is None:
+                        return
+                else:
+                    frames, last = received
+                    if flow.watching and not flow.admit(frames, last):
+                        continue
+            yield frames
 
-    def _unparked(self) -> list[bytes] | None:
-        """The oldest parked request of a peer that caught up. A peer found gone
-        has its parked requests dropped, not decided: nobody would get the replies."""
-        limit = self._peer_unread_bytes
-        for identity, peer in list(self._waiting.items()):
-            if peer.unread_bytes() > limit:
-                continue
-            if peer.gone():
-                self._abandon(identity, peer)
-                del self._waiting[identity]
-                continue
-            frames = peer.parked.popleft()
-            if not peer.parked:
-                del self._waiting[identity]
-            return frames
-        return None
-
-    def _read(self) -> list[bytes] | object | None:
+    def _receive(self) -> tuple[list[bytes], zmq.Frame] | None:
+        """The frames of the next request on the ROUTER and its last frame (which
+        tells the connection it came on), or None when none is there."""
         router = self.router
         if self._router_readable:
             self._router_readable = False   # the poll just said so: no need to ask
@@ -440,51 +367,12 @@ class Actor:
         while frame.more:
             frame = router.recv(_NOBLOCK, copy=False)
             frames.append(frame.bytes)
-        if self._gone and frames[0] in self._gone:
-            if _socket_at(frame.get(zmq.SRCFD)) is None:
-                # Sent before its peer disconnected, read after: nobody to answer.
-                self.requests_abandoned += 1
-                return _PARKED
-            del self._gone[frames[0]]   # the same routing id, connected again
-        if self._peers:
-            peer = self._peers.get(frames[0])
-            if peer is not None and (peer.parked or peer.unread_bytes() > self._peer_unread_bytes):
-                self._park(frames[0], peer, frames, frame.get(zmq.SRCFD))
-                return _PARKED
-        return frames
+        return frames, frame
 
-    def _park(self, identity: bytes, peer: _Peer, frames: list[bytes], fd: int) -> None:
-        socket_there = _socket_at(fd)
-        if socket_there is None:
-            self.requests_abandoned += 1
-            self._abandon(identity, peer)
-            return
-        connection = fd, socket_there
-        if peer.parked and peer.connection != connection:
-            # The same routing id on a new connection: the old one is gone.
-            self._abandon(identity, peer)
-        peer.connection = connection
-        if len(peer.parked) >= MAX_PARKED:
-            if not self.requests_shed:
-                log.warning("shedding requests of a peer that does not read its replies "
-                            "(%d already parked); counted in stats.requests_shed", MAX_PARKED)
-            self.requests_shed += 1
-            return
-        peer.parked.append(frames)
-        self._waiting[identity] = peer
-
-    def _abandon(self, identity: bytes, peer: _Peer) -> None:
-        """Drop what `peer` left parked, and drop what it sent before leaving as
-        it is read (libzmq may still hold some once its replies are discarded)."""
-        self.requests_abandoned += len(peer.parked)
-        peer.parked.clear()
-        self._gone[identity] = None
-        if len(self._gone) > MAX_GONE:
-            del self._gone[next(iter(self._gone))]
-
-    def _decide_request(self, frames: list[bytes], now: float) -> bytes:
-        """The encoded reply to one request. Everything before its last frame
-        is the route back (REQ's empty delimiter included)."""
+    def _decide_request(self, frames: list[bytes], now: float) -> tuple[bytes, Any, bool]:
+        """The encoded reply to one request, the request's id, and whether the
+        reply is a success. Everything before its last frame is the route back
+        (REQ's empty delimiter included)."""
         self.requests += 1
         request_id = None
         try:
@@ -502,19 +390,18 @@ class Actor:
             command = decode_args(cmd, args)
             answer_here = self._answered_here.get(cmd)
             if answer_here is not None:
-                return self._encode.result(request_id, answer_here())
-            return self._encode.result(request_id, self.core.decide(command, now))
+                return self._encode.result(request_id, answer_here()), request_id, True
+            return (self._encode.result(request_id, self.core.decide(command, now)),
+                    request_id, True)
         except ProtocolError as error:
-            self.errors[error.code] += 1
             if request_id is None:
                 request_id = error.request_id
-            return self._encode.error(request_id, error.code, error.message)
+            code, message = error.code, error.message
         except Exception:
             log.exception("internal error while handling a request")
-            self.errors[ErrorCode.INTERNAL] += 1
-            return self._encode.error(
-                request_id, ErrorCode.INTERNAL,
-                "the actor failed on this request; it was logged and the actor keeps serving")
+            code, message = ErrorCode.INTERNAL, _INTERNAL_MESSAGE
+        self.errors[code] += 1
+        return self._encode.error(request_id, code, message), request_id, False
 
     def _commit(self, now: float, *, wrote: bool, updates: list) -> bool:
         """Store what the turn changed; True when its updates may go out.
@@ -546,22 +433,18 @@ class Actor:
             log.error("%s; still failing, %d attempts", exc, self._retry.failures)
         self.core, self._unstored = self._load_core()
 
-    def _refuse_writes(self, replies: list[list[bytes]], first_write: int | None) -> None:
-        """After a failed commit: store_failed for each request that changed
-        something and each decided after it (it saw those changes); refusals of
-        bad input stand."""
-        if first_write is None:
-            return
-        for frames in replies[first_write:]:
-            reply = msgspec.msgpack.decode(frames[-1])
-            if reply["ok"]:
-                self.errors[ErrorCode.STORE_FAILED] += 1
-                frames[-1] = self._encode.error(reply["id"], ErrorCode.STORE_FAILED,
-                                                _STORE_FAILED_MESSAGE)
+    def _refuse_writes(self, provisional: list[tuple[list[bytes], Any]]) -> None:
+        """After a failed commit: store_failed instead of each provisional reply
+        (see _decide); refusals of bad input stand."""
+        for frames, request_id in provisional:
+            self.errors[ErrorCode.STORE_FAILED] += 1
+            frames[-1] = self._encode.error(request_id, ErrorCode.STORE_FAILED,
+                                            _STORE_FAILED_MESSAGE)
 
     def _reply(self, replies: list[list[bytes]]) -> None:
-        send = self.router.send
-        track_from = TRACKED_REPLY_BYTES if self._peer_unread_bytes != math.inf else math.inf
+        send = self.router.send   # looked up once, not per frame: this is the hot path
+        flow = self._flow
+        track_from = flow.track_from
         for frames in replies:
             body = frames[-1]
             try:
@@ -570,27 +453,17 @@ class Actor:
                 if len(body) < track_from:
                     send(body, _NOBLOCK)
                 else:
-                    self._send_tracked(frames[0], body)
+                    flow.sent(frames[0], send(body, _NOBLOCK, copy=False, track=True), len(body))
             except zmq.ZMQError:
                 # The peer is past its high-water mark or gone: never wait for it.
                 self.replies_dropped += 1
-        if self._peers:
-            for identity in [i for i, p in self._peers.items()
-                             if not p.parked and not p.unread_bytes()]:
-                del self._peers[identity]
-
-    def _send_tracked(self, identity: bytes, body: bytes) -> None:
-        tracker = self.router.send(body, _NOBLOCK, copy=False, track=True)
-        peer = self._peers.get(identity)
-        if peer is None:
-            peer = self._peers[identity] = _Peer()
-        peer.sending.append((tracker, len(body)))
-        peer.unread += len(body)
+        if flow.watching:   # a call per turn only while there is something to forget
+            flow.forget_caught_up()
 
     def _publish(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
         if not updates:
             return
-        send = self.pub.send
+        send = self.pub.send   # looked up once, as in _reply
         pack = self._encode.pack
         for topic, body in updates:
             send(_TOPIC_FRAMES[topic], _MORE)
@@ -610,8 +483,8 @@ class Actor:
             "active_reservations": self.core.active_reservations,
             "updates_published": self.updates_published,
             "replies_dropped": self.replies_dropped,
-            "requests_shed": self.requests_shed,
-            "requests_abandoned": self.requests_abandoned,
+            "requests_shed": self._flow.requests_shed,
+            "requests_abandoned": self._flow.requests_abandoned,
             "clients_refused": self.zap.refused if self.zap is not None else 0,
             "connections_shed": self.guard.shed if self.guard is not None else 0,
             "store_failures": self.store_failures,

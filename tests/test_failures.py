@@ -16,11 +16,12 @@ import time
 import msgpack
 import pytest
 import zmq
+from zmq.utils import z85
 
 from actor.changes import StoredState
 from actor.core import ReservationCore
+from actor.flow import TRACKED_REPLY_BYTES
 from actor.security import ZAP_ENDPOINT, CurveKeys, ZapHandler
-from actor.server import TRACKED_REPLY_BYTES
 from bench.procs import cpu_seconds, station_config
 from protocol.client import CommandFailed
 from protocol.messages import parse_command
@@ -229,7 +230,7 @@ def test_restore_removes_a_specific_reservation_its_evse_can_no_longer_honour():
 # tracks whether the flooder reads them; bounds this small park the flooder after a few.
 FLOOD_EVSES = 200
 FLOOD_LIMITS = {"turn_reply_bytes": 32 * 1024, "peer_unread_bytes": 64 * 1024}
-# An unbounded actor decides a whole turn of them (BATCH, 256) before it reads the other's ping.
+# An unbounded actor decides a whole turn of them (MAX_REQUESTS_PER_TURN, 256) before it reads the other's ping.
 FLOOD = 300
 
 
@@ -296,6 +297,34 @@ def test_a_short_zap_request_is_refused_and_the_handler_keeps_answering(context,
         assert asker.poll(5000)
         assert asker.recv_multipart()[:3] == [b"1.0", b"8", b"400"]
         assert handler.refused == 1
+    finally:
+        asker.close()
+        handler.close()
+
+
+@pytest.mark.parametrize("version, credential", [
+    (b"2.0", None),          # the authorized key, but only ZAP 1.0 exists
+    (b"1.0", b"short"),      # a CURVE credential is a 32-byte key
+], ids=["another version", "a CURVE credential that is no key"])
+def test_a_zap_request_libzmq_would_not_send_is_refused_and_the_handler_keeps_answering(
+        context, version, credential):
+    public, secret = zmq.curve_keypair()
+    handler = ZapHandler(context, CurveKeys(public, secret, frozenset([public])))
+    asker = context.socket(zmq.REQ)
+    asker.setsockopt(zmq.LINGER, 0)
+    asker.connect(ZAP_ENDPOINT)
+    try:
+        asker.send_multipart([version, b"7", b"", b"127.0.0.1", b"", b"CURVE",
+                              credential or z85.decode(public)])
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        assert asker.recv_multipart()[:3] == [b"1.0", b"7", b"400"]
+        asker.send_multipart([b"1.0", b"8", b"", b"127.0.0.1", b"", b"CURVE", z85.decode(public)])
+        assert handler.socket.poll(5000)
+        handler.handle()
+        assert asker.poll(5000)
+        assert asker.recv_multipart() == [b"1.0", b"8", b"200", b"OK", public, b""]
     finally:
         asker.close()
         handler.close()

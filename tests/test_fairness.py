@@ -52,7 +52,7 @@ def dealer(context: zmq.Context, endpoint: str, **options: int) -> zmq.Socket:
 DISCONNECT_EVSES = 1000
 DISCONNECT_LIMITS = {"turn_reply_bytes": 128 * 1024, "peer_unread_bytes": 256 * 1024}
 FLOODERS = 2
-FLOOD = 300     # get_state each; fewer than actor.server.MAX_PARKED, so none is shed
+FLOOD = 300     # get_state each; fewer than actor.flow.MAX_PARKED, so none is shed
 SETTLED = 5     # round trips of the other client without a flood request decided
 
 

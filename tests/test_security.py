@@ -31,7 +31,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from actor.security import (LOGGED_REFUSALS, REFUSAL_LOG_WINDOW, ZAP_ENDPOINT, CurveKeys,
-                            ZapHandler, is_loopback)
+                            Refusal, ZapHandler, answer_zap, is_loopback)
 from actor.server import MAX_FRAMES
 from bench.procs import cpu_seconds, station_config
 from protocol.client import Client, Subscriber
@@ -553,6 +553,54 @@ def test_an_unknown_key_trying_300_times_is_counted_each_time_but_logged_a_few_t
     warnings = [line for line in secure_actor.log if " WARNING " in line]
     assert 1 <= len(warnings) <= 3, warnings[:10]
     assert public.decode() in warnings[0]
+
+
+# -- the ZAP policy, frames in, frames out (RFC 27) --------------------------------------------
+
+LISTED, STRANGER = zmq.curve_keypair()[0], zmq.curve_keypair()[0]
+
+
+def zap_request(version: bytes = b"1.0", mechanism: bytes = b"CURVE",
+                *credentials: bytes) -> list[bytes]:
+    return [version, b"42", b"", b"192.0.2.7", b"", mechanism, *credentials]
+
+
+def test_zap_lets_in_a_listed_curve_key_with_the_key_as_user_id():
+    assert answer_zap(zap_request(b"1.0", b"CURVE", z85.decode(LISTED)), frozenset([LISTED])) == (
+        [b"1.0", b"42", b"200", b"OK", LISTED, b""], None)
+
+
+@pytest.mark.parametrize("mechanism, credentials, key", [
+    (b"CURVE", [z85.decode(STRANGER)], STRANGER),
+    (b"CURVE", [], None),
+    (b"CURVE", [b"short"], None),
+    (b"NULL", [], None),
+    (b"PLAIN", [b"user", b"password"], None),
+], ids=["unlisted key", "no key", "not a key", "NULL", "PLAIN"])
+def test_zap_refuses_anything_else_and_says_whom_for_the_log(mechanism, credentials, key):
+    reply, refusal = answer_zap(zap_request(b"1.0", mechanism, *credentials), frozenset([LISTED]))
+    assert reply == [b"1.0", b"42", b"400", b"not authorized", b"", b""]
+    assert refusal == Refusal(mechanism, b"192.0.2.7", key)
+
+
+@pytest.mark.parametrize("request_frames, head", [
+    ([b"1.0", b"7", b"x"], [b"1.0", b"7"]),
+    ([b"9", b"7"], [b"9", b"7"]),
+    ([b"1.0"], [b"1.0", b""]),
+    ([], [b"1.0", b""]),
+])
+def test_zap_answers_a_short_request_with_400_and_whatever_id_it_has(request_frames, head):
+    assert answer_zap(request_frames, frozenset([LISTED])) == (
+        [*head, b"400", b"malformed ZAP request", b"", b""], None)
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"1", b""])
+def test_zap_answers_another_version_with_400_even_for_a_listed_key(version):
+    reply, refusal = answer_zap(zap_request(version, b"CURVE", z85.decode(LISTED)),
+                                frozenset([LISTED]))
+    assert reply[:3] == [b"1.0", b"42", b"400"] and len(reply) == 6
+    assert b"1.0" in reply[3]
+    assert refusal is None   # libzmq did not ask about a client: nobody was refused
 
 
 def test_refusals_log_each_new_key_once_per_window_and_a_count_of_the_rest(context, caplog):
