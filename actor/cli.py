@@ -13,8 +13,11 @@ from protocol.version import add_version_option
 
 from . import logs
 from .config import SYNCHRONOUS_MODES, ConfigError, load_config
+from .metrics import MetricsError
 from .notify import Notifier
-from .security import SecurityError, curve_keys, keygen, raise_descriptor_limit
+from .security import (
+    SecurityError, curve_keys, keygen, metrics_exposure, raise_descriptor_limit,
+)
 from .server import Actor
 from .store import StoreError, default_store_path, open_store
 
@@ -30,6 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="ROUTER endpoint for commands (overrides the config file)")
     parser.add_argument("--update-endpoint", metavar="ENDPOINT",
                         help="PUB endpoint for updates (overrides the config file)")
+    parser.add_argument("--metrics-endpoint", metavar="URL",
+                        help="serve Prometheus metrics at this http://HOST:PORT/PATH (overrides "
+                             "[endpoints] metrics; e.g. http://127.0.0.1:9464/metrics); "
+                             "loopback only unless --insecure")
     parser.add_argument("--store", metavar="PATH",
                         help="SQLite store for reservations and connector states (overrides "
                              "[store] path; default: per-user state directory); ':memory:' keeps "
@@ -41,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="start with an empty store on purpose, discarding what it holds")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback tcp endpoint without CURVE (anyone who can "
-                             "reach it can reserve every EVSE)")
+                             "reach it can reserve every EVSE), and a non-loopback metrics "
+                             "endpoint")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=logs.FORMATS,
@@ -83,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, command_endpoint=args.command_endpoint)
     if args.update_endpoint:
         config = replace(config, update_endpoint=args.update_endpoint)
+    if args.metrics_endpoint:
+        config = replace(config, metrics_endpoint=args.metrics_endpoint)
     try:
         # Before the store: a refused start-up leaves no trace.
         keys = curve_keys(config, insecure=args.insecure)
+        metrics_exposure(config, insecure=args.insecure)
+    except MetricsError as exc:
+        print(f"reservation-actor: metrics endpoint: {exc}", file=sys.stderr)
+        return 2
     except SecurityError as exc:
         print(f"reservation-actor: {exc}", file=sys.stderr)
         return 2
@@ -108,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         actor.bind()
     except zmq.ZMQError as exc:
-        print(f"reservation-actor: cannot bind {config.command_endpoint} / "
-              f"{config.update_endpoint}: {exc}", file=sys.stderr)
+        endpoints = (config.command_endpoint, config.update_endpoint, config.metrics_endpoint)
+        print(f"reservation-actor: cannot bind {' / '.join(filter(None, endpoints))}: {exc}",
+              file=sys.stderr)
         actor.close()
         store.close()
         return 2

@@ -14,6 +14,8 @@ from typing import Any
 from protocol.vocabulary import ConnectorType
 from protocol.wire import DEFAULT_COMMAND_ENDPOINT, DEFAULT_UPDATE_ENDPOINT
 
+from .metrics import MetricsError, http_endpoint
+
 # The store's durability settings (SQLite's PRAGMA synchronous) a config file,
 # the command line or a store may choose.
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -44,6 +46,7 @@ class Config:
     non_evse_specific: bool = True
     command_endpoint: str = DEFAULT_COMMAND_ENDPOINT
     update_endpoint: str = DEFAULT_UPDATE_ENDPOINT
+    metrics_endpoint: str | None = None   # http://HOST:PORT/PATH; None: no metrics endpoint
     tick: float = 0.01
     store_path: str | None = None        # None: the per-user default (store.default_store_path)
     store_synchronous: str = "full"
@@ -57,7 +60,7 @@ class Config:
 
 _SECTIONS = {
     "reservations": {"enabled", "non_evse_specific"},
-    "endpoints": {"command", "update"},
+    "endpoints": {"command", "update", "metrics"},
     "timer": {"tick_ms"},
     "store": {"path", "synchronous"},
     "security": {"secret_key_file", "authorized_keys"},
@@ -127,6 +130,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         if value < 0:
             unit = "milliseconds" if key == "turn_decide_ms" else "bytes"
             raise ConfigError(f"limits.{key} must be 0 (no bound) or a number of {unit}, got {value}")
+    metrics = endpoints.get("metrics")
+    if metrics is not None:
+        try:
+            http_endpoint(_typed(metrics, str, "endpoints.metrics"))
+        except MetricsError as exc:
+            raise ConfigError(f"endpoints.metrics: {exc}") from None
     return Config(
         evses=_evses(data["evse"]) if "evse" in data else DEFAULT_STATION,
         reservations_enabled=_typed(reservations.get("enabled", Config.reservations_enabled), bool,
@@ -137,6 +146,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
                                 "endpoints.command"),
         update_endpoint=_typed(endpoints.get("update", Config.update_endpoint), str,
                                "endpoints.update"),
+        metrics_endpoint=metrics,
         tick=tick_ms / 1000,
         store_path=_typed(store["path"], str, "store.path") if "path" in store else None,
         store_synchronous=synchronous,

@@ -42,6 +42,8 @@ import zmq.auth
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
+from .metrics import http_endpoint
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -161,6 +163,24 @@ def answer_zap(request: list[bytes], authorized: frozenset[bytes]) -> tuple[list
         return [version, request_id, b"200", b"OK", key, b""], None
     return ([version, request_id, b"400", b"not authorized", b"", b""],
             Refusal(mechanism, address, key))
+
+
+def metrics_exposure(config: "Config", *, insecure: bool) -> None:
+    """Refuse (SecurityError) a metrics endpoint other hosts can reach unless
+    `insecure`: HTTP has no CURVE, so anyone reaching it reads the counters.
+    MetricsError for a URL that is not one."""
+    if config.metrics_endpoint is None:
+        return
+    endpoint, _ = http_endpoint(config.metrics_endpoint)
+    if is_loopback(endpoint):
+        return
+    if not insecure:
+        raise SecurityError(
+            f"refusing to serve metrics on {config.metrics_endpoint}: HTTP has no "
+            "authentication, so anyone who can reach it reads them. Bind it to 127.0.0.1 "
+            "(and scrape through a proxy or tunnel), or pass --insecure")
+    log.warning("INSECURE: serving metrics on %s without authentication (--insecure)",
+                config.metrics_endpoint)
 
 
 class ZapHandler:

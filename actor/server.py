@@ -58,6 +58,7 @@ from .clock import UtcClock
 from .config import Config
 from .core import ReservationCore
 from .flow import PARKED_RECHECK_MS, FlowControl
+from .metrics import DecideTimes, MetricsServer, render
 from .retry import RETRY_CAP, CommitRetry, Note
 from .security import AcceptGuard, CurveKeys, ZapHandler
 from .store import StateStore, StoreError
@@ -142,6 +143,10 @@ class Actor:
         self.pub: zmq.Socket | None = None
         self.zap: ZapHandler | None = None
         self.guard: AcceptGuard | None = None
+        self.metrics: MetricsServer | None = None
+        # Decide times are measured only while someone can scrape them.
+        self.decide_times = DecideTimes() if config.metrics_endpoint else None
+        self._command: str | None = None   # of the request being decided, for decide_times
 
     def _load_core(self) -> tuple[ReservationCore, list]:
         """A core holding exactly what the store holds, plus the updates that
@@ -182,6 +187,10 @@ class Actor:
             self.pub.bind(config.update_endpoint)
         finally:
             os.umask(umask)
+        if config.metrics_endpoint:
+            self.metrics = MetricsServer(self.context, config.metrics_endpoint,
+                                         lambda: render(self._stats(), self.decide_times))
+            log.info("serving metrics on %s", self.metrics.url)
         log.info("serving commands on %s, updates on %s (%d EVSEs, %s)",
                  self.command_endpoint, self.update_endpoint, len(config.evses),
                  "CURVE" if keys else "no authentication")
@@ -207,6 +216,8 @@ class Actor:
                 sock.close()
         if self.zap is not None:
             self.zap.close()
+        if self.metrics is not None:
+            self.metrics.close()
         for endpoint in bound:
             # libzmq leaves ipc socket files behind; a stale one misleads operators.
             transport, _, path = endpoint.partition("://")
@@ -226,6 +237,8 @@ class Actor:
             poller.register(self.zap.socket, zmq.POLLIN)
         for waker in self.guard.wakers:
             poller.register(waker, zmq.POLLIN)
+        if self.metrics is not None:
+            poller.register(self.metrics.socket, zmq.POLLIN)
         wake_r = wake_w = None
         if handle_signals:
             wake_r, wake_w = socket.socketpair()
@@ -278,6 +291,8 @@ class Actor:
                 self.zap.handle()
             elif sock in self.guard.wakers:
                 self.guard.handle(sock)
+            elif self.metrics is not None and sock is self.metrics.socket:
+                self.metrics.handle()
         jump = self.clock.stepped()
         now = self.clock()
         if jump:
@@ -317,8 +332,14 @@ class Actor:
         # Time as well as bytes: cheap replies can take long to decide. Measured
         # here, in the loop; the core never reads a clock.
         stop_at = time.perf_counter() + self._turn_decide_s
+        decide_times = self.decide_times
         for frames in self._requests():
+            # The decision's time only, not the read's: the end is read for stop_at anyway.
+            started = time.perf_counter() if decide_times is not None else 0.0
             frames[-1], request_id, ok = self._decide_request(frames, now)
+            decided_at = time.perf_counter()
+            if decide_times is not None:
+                decide_times.observe(self._command, decided_at - started)
             decided = self.core.updates_to_publish()
             if decided:
                 wrote = True
@@ -327,7 +348,7 @@ class Actor:
                 provisional.append((frames, request_id))
             replies.append(frames)
             budget -= len(frames[-1])
-            if budget <= 0 or time.perf_counter() >= stop_at:
+            if budget <= 0 or decided_at >= stop_at:
                 break
         return replies, updates, wrote, provisional
 
@@ -374,13 +395,14 @@ class Actor:
         reply is a success. Everything before its last frame is the route back
         (REQ's empty delimiter included)."""
         self.requests += 1
-        request_id = None
+        request_id = self._command = None
         try:
             if len(frames) > MAX_FRAMES:
                 raise ProtocolError(ErrorCode.BAD_REQUEST,
                                     f"more than {MAX_FRAMES} frames; a request is one frame "
                                     "after its routing frames")
             request_id, cmd, args, deadline = decode_request(frames[-1])
+            self._command = cmd
             if deadline is not None and now * 1000 > deadline:
                 # Its sender reports it as timed out (or soon will): it must not take effect.
                 raise ProtocolError(ErrorCode.DEADLINE_EXCEEDED,
