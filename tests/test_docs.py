@@ -189,3 +189,30 @@ def wait_ready(argv: list[str], command_endpoint: str, env: dict) -> None:
             if requests - first >= asked:     # more than our own stats calls
                 return
             assert time.monotonic() < deadline, "watch did not start"
+
+
+def _defined_names() -> set[str]:
+    """Every function, class, method and `Class.method` defined in actor/ and protocol/."""
+    import ast   # noqa: PLC0415 - only this test reads the code as code
+    names: set[str] = set()
+    for package in ("actor", "protocol"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(node.name)
+                if isinstance(node, ast.ClassDef):
+                    methods = [item.name for item in node.body if isinstance(item, ast.FunctionDef)]
+                    names.update(methods)   # named alone where the class is clear from the text
+                    names.update(f"{node.name}.{method}" for method in methods)
+    return names
+
+
+def test_every_name_the_architecture_section_follows_exists():
+    section = README[README.index("## Architecture"):README.index("## Example session")]
+    named = {word for word in re.findall(r"`([A-Za-z_][\w.]*)`", section)
+             if not word.endswith(".py")}
+    protocol_words = {str(member) for vocabulary in (
+        Command, ErrorCode, ReservationResult, ReservationUpdateStatus, Topic) for member in vocabulary}
+    missing = {word for word in named - protocol_words
+               if word not in _defined_names() and not word.startswith(":")}
+    assert missing == set(), f"the Architecture section names what the code does not define: {missing}"
